@@ -1,0 +1,25 @@
+"""calcimeasure: measure ectopic calcifications on plain radiographs.
+
+Read a radiograph with calibrated spacing (:func:`read_image`), segment and
+measure radiodense lesions, compare a baseline with a follow-up film. The core
+is pure Python + numpy and never imports Qt or napari.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .io import read_image
+from .radiograph import Radiograph, RadiographMeta, Spacing, SpacingPlane, SpacingSource
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "errors",
+    "read_image",
+    "Radiograph",
+    "RadiographMeta",
+    "Spacing",
+    "SpacingPlane",
+    "SpacingSource",
+]
