@@ -76,6 +76,14 @@ def _parse_positive_float(value: Any) -> float | None:
     return number
 
 
+def _safe_get(ds: Any, keyword: str) -> Any:
+    """An attribute's value, or None when it is absent or cannot be converted."""
+    try:
+        return ds.get(keyword)
+    except Exception:  # noqa: BLE001 - malformed values count as absent
+        return None
+
+
 def _equal_pairs(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return all(math.isclose(x, y, rel_tol=_EQUAL_RTOL, abs_tol=1e-9) for x, y in zip(a, b))
 
@@ -149,11 +157,11 @@ def resolve_dicom_spacing(ds: Any) -> Spacing:
     Spacing
         The spacing with its source, plane and a sentence describing the rule.
     """
-    pixel = parse_spacing_pair(ds.get("PixelSpacing"))
-    imager = parse_spacing_pair(ds.get("ImagerPixelSpacing"))
-    ermf = _parse_positive_float(ds.get("EstimatedRadiographicMagnificationFactor"))
-    calib_type = str(ds.get("PixelSpacingCalibrationType", "") or "").strip().upper()
-    calib_desc = str(ds.get("PixelSpacingCalibrationDescription", "") or "").strip()
+    pixel = parse_spacing_pair(_safe_get(ds, "PixelSpacing"))
+    imager = parse_spacing_pair(_safe_get(ds, "ImagerPixelSpacing"))
+    ermf = _parse_positive_float(_safe_get(ds, "EstimatedRadiographicMagnificationFactor"))
+    calib_type = str(_safe_get(ds, "PixelSpacingCalibrationType") or "").strip().upper()
+    calib_desc = str(_safe_get(ds, "PixelSpacingCalibrationDescription") or "").strip()
 
     if pixel is not None and (
         calib_type in ("GEOMETRY", "FIDUCIAL") or (imager is not None and not _equal_pairs(pixel, imager))
@@ -201,7 +209,7 @@ def resolve_dicom_spacing(ds: Any) -> Spacing:
             "Spacing: plane unknown",
         )
 
-    scanned = parse_spacing_pair(ds.get("NominalScannedPixelSpacing"))
+    scanned = parse_spacing_pair(_safe_get(ds, "NominalScannedPixelSpacing"))
     if scanned is not None:
         return Spacing(
             scanned,
@@ -218,7 +226,7 @@ def resolve_dicom_spacing(ds: Any) -> Spacing:
     if absent:
         return unknown_spacing(
             "spacing attributes present but unusable (zero, negative or malformed): "
-            + ", ".join(f"{n}={ds.get(n)!s}" for n in absent)
+            + ", ".join(f"{n}={_safe_get(ds, n)!s}" for n in absent)
         )
     return unknown_spacing()
 
