@@ -301,3 +301,20 @@ def test_core_does_not_import_qt_or_napari():
         "print(bad); sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_missing_decoder_is_reported(tmp_path, ramp, monkeypatch):
+    from calcimeasure.io import dicom_reader
+
+    p = tmp_path / "rle.dcm"
+    ds = write_dicom(p, ramp)
+    ds.compress(RLELossless, ramp)
+    ds.save_as(p)
+
+    class NoDecoder:
+        is_available = False
+        missing_dependencies = ["pylibjpeg-rle - requires pylibjpeg>=2"]
+
+    monkeypatch.setattr(dicom_reader, "get_decoder", lambda ts: NoDecoder())
+    with pytest.raises(errors.MissingDecoderError, match="RLE Lossless.*pylibjpeg-rle"):
+        calcimeasure.read_image(p)

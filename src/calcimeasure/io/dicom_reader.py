@@ -30,7 +30,8 @@ import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
+from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.pixels import get_decoder
 
 from ..errors import (
     CorruptImageError,
@@ -191,9 +192,7 @@ def _decode(ds: Dataset, path: Path, frame: int | None, frames: int, notes: list
             path, f"its transfer syntax {ts} ({ts.name}) is not supported by any DICOM decoder"
         ) from exc
     if not decoder.is_available:
-        missing = "; ".join(
-            f"{plugin}: {', '.join(deps)}" for plugin, deps in decoder.missing_dependencies.items()
-        ) if isinstance(getattr(decoder, "missing_dependencies", None), dict) else ""
+        missing = "; ".join(str(m) for m in getattr(decoder, "missing_dependencies", []) or [])
         raise MissingDecoderError(
             path,
             f"it is compressed as {ts.name} and no decoder for it is installed"
