@@ -44,7 +44,7 @@ from ..radiograph import Radiograph, RadiographMeta, Spacing
 from ..spacing import resolve_dicom_spacing
 from .dicom_meta import parse_dicom_date, patient_age_years, patient_key
 from .jpeg_repair import guess_transfer_syntax, repair_sequential_jpeg_sos
-from .limits import MAX_PIXELS
+from .limits import check_pixel_count
 
 __all__ = ["read_dicom", "PROJECTION_MODALITIES"]
 
@@ -148,12 +148,7 @@ def _check_geometry(ds: Dataset, path: Path, frame: int | None) -> tuple[int, in
         )
     if _int(ds, "BitsAllocated") is None:
         raise CorruptImageError(path, "the file has pixel data but no Bits Allocated (0028,0100)")
-    if rows * cols > MAX_PIXELS:
-        raise UnsupportedImageError(
-            path,
-            f"the image declares {rows} x {cols} pixels ({rows * cols / 1e6:.0f} megapixels), above "
-            f"the {MAX_PIXELS / 1e6:.0f}-megapixel limit for a radiograph; not decoded",
-        )
+    check_pixel_count(path, rows, cols)
     frames = _int(ds, "NumberOfFrames", 1) or 1
     if frames > 1 and frame is None:
         raise UnsupportedImageError(

@@ -22,19 +22,11 @@ from PIL import Image
 from ..errors import CorruptImageError, ParameterError, UnsupportedImageError
 from ..radiograph import Radiograph, RadiographMeta, Spacing
 from ..spacing import tiff_spacing, unknown_spacing
-from .limits import MAX_PIXELS
+from .limits import check_pixel_count
 
 __all__ = ["read_raster"]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def _too_large(path: Path, rows: int, cols: int) -> UnsupportedImageError:
-    return UnsupportedImageError(
-        path,
-        f"the image declares {rows} x {cols} pixels ({rows * cols / 1e6:.0f} megapixels), above the "
-        f"{MAX_PIXELS / 1e6:.0f}-megapixel limit for a radiograph; not decoded",
-    )
 
 
 def _to_grey(arr: np.ndarray, notes: list[str]) -> np.ndarray:
@@ -69,15 +61,14 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 
 def _read_pil(path: Path, data: bytes, notes: list[str]) -> tuple[np.ndarray, np.dtype]:
     size = _png_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise _too_large(path, *size)
+    if size is not None:
+        check_pixel_count(path, *size)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
             cols, rows = img.size
-            if rows * cols > MAX_PIXELS:
-                raise _too_large(path, rows, cols)
+            check_pixel_count(path, rows, cols)
             img.load()
         except UnsupportedImageError:
             raise
@@ -122,8 +113,7 @@ def _read_tiff(path: Path, data: bytes, frame: int | None, notes: list[str]) -> 
             page = pages[index]
             shape = page.shape
             rows, cols = int(shape[0]), int(shape[1])
-            if rows * cols > MAX_PIXELS:
-                raise _too_large(path, rows, cols)
+            check_pixel_count(path, rows, cols)
             tags = page.tags
             def tag(name: str):
                 t = tags.get(name)
