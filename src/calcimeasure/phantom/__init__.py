@@ -28,10 +28,16 @@ from .specs import (
     PhantomSpec,
 )
 from .presets import preset_spec
+from .insert import InsertedLesionTruth, insert_lesions
+from .samples import SAMPLE_CASES, make_sample_images
 from .pairs import CHANGE_KINDS, RESPONSES, LesionChange, PairSpec, PhantomPair, ResponseBands, render_pair
 
 __all__ = [
     "CHANGE_KINDS",
+    "InsertedLesionTruth",
+    "SAMPLE_CASES",
+    "insert_lesions",
+    "make_sample_images",
     "RESPONSES",
     "LesionChange",
     "PairSpec",

@@ -61,24 +61,35 @@ def _cap_term(t, length, cap0, cap1):
     out = np.zeros_like(t)
     lo = t < 0
     hi = t > length
-    if cap0 > 0:
-        out[lo] = (t[lo] / cap0) ** 2
-    else:
-        out[lo] = np.inf
-    if cap1 > 0:
-        out[hi] = ((t[hi] - length) / cap1) ** 2
-    else:
-        out[hi] = np.inf
+    if lo.any():
+        out[lo] = (t[lo] / np.float32(cap0)) ** 2 if cap0 > 0 else np.inf
+    if hi.any():
+        out[hi] = ((t[hi] - np.float32(length)) / np.float32(cap1)) ** 2 if cap1 > 0 else np.inf
     return out
 
 
 def _chord(d, a, b, cap):
     """Chord 2 b sqrt(1 - (d/a)^2 - cap) with a, b arrays (<= 0 means empty)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = (d / np.maximum(a, 1e-6)) ** 2 + cap
-        out = 2.0 * b * np.sqrt(np.clip(1.0 - e, 0.0, None))
-    out[(a <= 0) | (b <= 0)] = 0.0
-    return out
+    e = d / np.maximum(a, np.float32(1e-6))
+    np.square(e, out=e)
+    e += cap
+    np.subtract(np.float32(1.0), e, out=e)
+    np.maximum(e, np.float32(0.0), out=e)
+    np.sqrt(e, out=e)
+    e *= b
+    e *= np.float32(2.0)
+    e[(a <= 0) | (b <= 0)] = 0.0
+    return e
+
+
+def _local_axis(start, end, u, v):
+    """Axial (t) and signed perpendicular (d) coordinates of (u, v) for a segment (float32)."""
+    a0, e, n, length = _axis_frame(start, end)
+    du = u - np.float32(a0[0])
+    dv = v - np.float32(a0[1])
+    t = du * np.float32(e[0]) + dv * np.float32(e[1])
+    d = du * np.float32(n[0]) + dv * np.float32(n[1])
+    return t, d, length
 
 
 @dataclass(frozen=True)
@@ -114,20 +125,17 @@ class SoftTissueTube:
 
     def chords(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Chords (mm) through the skin, fat and muscle outer surfaces at (u, v)."""
-        a0, e, n, length = _axis_frame(self.start_mm, self.end_mm)
-        du, dv = u - a0[0], v - a0[1]
-        t = du * e[0] + dv * e[1]
-        d = du * n[0] + dv * n[1]
-        f = np.clip(t / length, 0.0, 1.0)
-        hw = self.half_width_mm[0] + (self.half_width_mm[1] - self.half_width_mm[0]) * f
-        hd = self.half_depth_mm[0] + (self.half_depth_mm[1] - self.half_depth_mm[0]) * f
+        t, d, length = _local_axis(self.start_mm, self.end_mm, u, v)
+        f = np.minimum(np.maximum(t * np.float32(1.0 / length), np.float32(0.0)), np.float32(1.0))
+        hw = np.float32(self.half_width_mm[0]) + np.float32(self.half_width_mm[1] - self.half_width_mm[0]) * f
+        hd = np.float32(self.half_depth_mm[0]) + np.float32(self.half_depth_mm[1] - self.half_depth_mm[0]) * f
         out = []
         for off in (0.0, self.skin_mm, self.skin_mm + self.fat_mm):
             c0 = self.cap_mm[0] - off if self.cap_mm[0] > 0 else 0.0
             c1 = self.cap_mm[1] - off if self.cap_mm[1] > 0 else 0.0
             cap = _cap_term(t, length, max(c0, 1e-3) if self.cap_mm[0] > 0 else 0.0,
                             max(c1, 1e-3) if self.cap_mm[1] > 0 else 0.0)
-            out.append(_chord(d, hw - off, hd - off, cap))
+            out.append(_chord(d, hw - np.float32(off), hd - np.float32(off), cap))
         return out[0], out[1], out[2]
 
 
@@ -178,12 +186,9 @@ class BoneShaft:
         p1 = a + e * (length + self.cap_mm[1])
         return np.array([p0 + n * w, p0 - n * w, p1 + n * w, p1 - n * w])
 
-    def paths(self, u, v, texture: "TextureField | None", tex_amp: float):
-        """(outer chord, cortical-equivalent path, marrow path) at (u, v), mm."""
-        a0, e, n, length = _axis_frame(self.start_mm, self.end_mm)
-        du, dv = u - a0[0], v - a0[1]
-        t = du * e[0] + dv * e[1]
-        d = du * n[0] + dv * n[1]
+    def profile(self, t: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Half-width, half-depth, cortex thickness and end weight as functions of the axial position."""
+        length = _axis_frame(self.start_mm, self.end_mm)[3]
         tc = np.clip(t, 0.0, length)
         # trumpet-shaped metaphyseal flare: w = exp(-(d / l)^1.3), d = distance from the end
         ws = np.exp(-((tc / self.flare_mm[0]) ** 1.3)) if self.flare_mm[0] > 0 else np.zeros_like(tc)
@@ -194,20 +199,32 @@ class BoneShaft:
             + (self.end_half_width_mm[1] - self.half_width_mm) * we
         )
         w = np.maximum(ws, we)
-        ratio = self.depth_ratio[0] + (self.depth_ratio[1] - self.depth_ratio[0]) * w
-        hd = hw * ratio
+        hd = hw * (self.depth_ratio[0] + (self.depth_ratio[1] - self.depth_ratio[0]) * w)
         k = self.cortex_mm + (self.end_cortex_mm - self.cortex_mm) * w
+        return hw, hd, k, w
+
+    def paths(self, u, v, texture: "TextureField | None", tex_amp: float):
+        """(outer chord, cortical-equivalent path, marrow path) at (u, v), mm."""
+        t, d, length = _local_axis(self.start_mm, self.end_mm, u, v)
+        # the axial profile is tabulated every 0.02 mm and looked up (much cheaper than per-pixel exp/pow)
+        step = 0.02
+        grid = np.arange(0.0, length + step, step)
+        tables = [x.astype(np.float32) for x in self.profile(grid)]
+        idx = np.rint(t * np.float32(1.0 / step))
+        np.clip(idx, 0, grid.size - 1, out=idx)
+        idx = idx.astype(np.int32)
+        hw, hd, k, w = (np.take(tab, idx) for tab in tables)
         cap_o = _cap_term(t, length, self.cap_mm[0], self.cap_mm[1])
         outer = _chord(d, hw, hd, cap_o)
         c0 = max(self.cap_mm[0] - self.end_cortex_mm, 1e-3) if self.cap_mm[0] > 0 else 0.0
         c1 = max(self.cap_mm[1] - self.end_cortex_mm, 1e-3) if self.cap_mm[1] > 0 else 0.0
         inner = _chord(d, hw - k, hd - k, _cap_term(t, length, c0, c1))
-        inner = np.minimum(inner, outer)
-        bv = self.bvtv * w
+        np.minimum(inner, outer, out=inner)
+        bv = np.float32(self.bvtv) * w
         if texture is not None and tex_amp > 0:
-            bv = bv * (1.0 + tex_amp * texture.sample(u, v))
+            bv *= np.float32(1.0) + np.float32(tex_amp) * texture.sample(u, v)
         cortical = (outer - inner) + inner * bv
-        marrow = inner * (1.0 - bv)
+        marrow = inner * (np.float32(1.0) - bv)
         return outer, cortical, marrow
 
 
@@ -241,16 +258,16 @@ class BoneBlob:
 
     def paths(self, u, v, texture: "TextureField | None", tex_amp: float):
         th = np.deg2rad(self.angle_deg)
-        du, dv = u - self.center_mm[0], v - self.center_mm[1]
-        p = du * np.cos(th) + dv * np.sin(th)
-        q = -du * np.sin(th) + dv * np.cos(th)
+        du, dv = u - np.float32(self.center_mm[0]), v - np.float32(self.center_mm[1])
+        p = du * np.float32(np.cos(th)) + dv * np.float32(np.sin(th))
+        q = dv * np.float32(np.cos(th)) - du * np.float32(np.sin(th))
         A, B, C = self.semi_axes_mm
         k = self.cortex_mm
         e_out = (p / A) ** 2 + (q / B) ** 2
         outer = 2 * C * np.sqrt(np.clip(1 - e_out, 0, None))
         e_in = (p / (A - k)) ** 2 + (q / (B - k)) ** 2
         inner = np.minimum(2 * (C - k) * np.sqrt(np.clip(1 - e_in, 0, None)), outer)
-        bv = np.full_like(u, self.bvtv)
+        bv = np.full(u.shape, self.bvtv, np.float32)
         if texture is not None and tex_amp > 0:
             bv = bv * (1.0 + tex_amp * texture.sample(u, v))
         return outer, (outer - inner) + inner * bv, inner * (1 - bv)
@@ -383,11 +400,11 @@ def render_paths(
         c1 = min(int(np.ceil(px[:, 1].max())) + 2, cols)
         if r0 >= r1 or c0 >= c1:
             continue
-        rr = np.arange(r0, r1, dtype=np.float64)[:, None]
-        cc = np.arange(c0, c1, dtype=np.float64)[None, :]
+        rr = np.arange(r0, r1, dtype=np.float64)
+        cc = np.arange(c0, c1, dtype=np.float64)
         g = grid_to_anatomy
-        u = g[0, 0] * rr + g[0, 1] * cc + g[0, 2]
-        v = g[1, 0] * rr + g[1, 1] * cc + g[1, 2]
+        u = (g[0, 0] * rr + g[0, 2]).astype(np.float32)[:, None] + (g[0, 1] * cc).astype(np.float32)[None, :]
+        v = (g[1, 0] * rr + g[1, 2]).astype(np.float32)[:, None] + (g[1, 1] * cc).astype(np.float32)[None, :]
         sl = (slice(r0, r1), slice(c0, c1))
         if isinstance(prim, SoftTissueTube):
             a, b, c = prim.chords(u, v)

@@ -259,6 +259,6 @@ def write_dicom(image: "PhantomImage | Dataset", path: str | os.PathLike, *, tra
             f"`transfer_syntax` must be one of {sorted(TRANSFER_SYNTAXES)} or a transfer syntax UID, got {transfer_syntax!r}"
         )
     if uid != ExplicitVRLittleEndian:
-        ds.compress(uid)
+        ds.compress(uid, generate_instance_uid=False)  # keep the deterministic UID
     ds.save_as(os.fspath(path), enforce_file_format=True)
     return os.fspath(path)

@@ -194,6 +194,8 @@ class LesionRaster:
         Fraction of each pixel inside the silhouette.
     transmission : ndarray
         Pixel-averaged ``exp(-excess_mu * t)`` (partial-volume correct in intensity).
+    mean_thickness_mm : ndarray
+        Pixel-averaged calcium thickness.
     centroid_px : (float, float)
         Sub-pixel centroid of the silhouette.
     supersampling : int
@@ -203,6 +205,7 @@ class LesionRaster:
     box: tuple[int, int, int, int]
     coverage: np.ndarray
     transmission: np.ndarray
+    mean_thickness_mm: np.ndarray
     centroid_px: tuple[float, float]
     supersampling: int
 
@@ -236,7 +239,7 @@ def rasterize_lesion(
         within `max_samples`).
     """
     body_to_pixel = np.linalg.inv(pixel_to_body)
-    k = float(np.sqrt(abs(np.linalg.det(body_to_pixel[:2, :2]))))
+    k = float(np.linalg.norm(body_to_pixel[:2, :2], ord=2))  # largest pixels-per-mm scale
     c = body_to_pixel[:2, :2] @ np.asarray(lesion.center_mm) + body_to_pixel[:2, 2]
     rad = lesion.max_radius_mm * k + 1.5
     r0 = max(int(np.floor(c[0] - rad)), 0)
@@ -265,6 +268,7 @@ def rasterize_lesion(
     cover = inside.reshape(h, ss, w, ss).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
     att = np.exp(-excess_mu_per_mm * t)
     trans = att.reshape(h, ss, w, ss).mean(axis=(1, 3)).astype(np.float32)
+    mean_t = t.reshape(h, ss, w, ss).mean(axis=(1, 3)).astype(np.float32)
     n_in = int(inside.sum())
     if n_in:
         ri = inside.sum(axis=1, dtype=np.float64)
@@ -272,7 +276,7 @@ def rasterize_lesion(
         centroid = (float((ri * fr).sum() / n_in), float((ci * fc).sum() / n_in))
     else:
         centroid = (float(c[0]), float(c[1]))
-    return LesionRaster((r0, r1, c0, c1), cover, trans, centroid, ss)
+    return LesionRaster((r0, r1, c0, c1), cover, trans, mean_t, centroid, ss)
 
 
 # --------------------------------------------------------------------------- placement
@@ -317,7 +321,7 @@ class PlacementMap:
 
         umin, umax, vmin, vmax = region_mm
         extent = max(umax - umin, vmax - vmin)
-        res = max(0.1, extent / 900.0)
+        res = max(0.1, extent / 700.0)
         pad = 15.0
         origin = (umin - pad, vmin - pad)
         shape = (int(np.ceil((umax - umin + 2 * pad) / res)) + 1, int(np.ceil((vmax - vmin + 2 * pad) / res)) + 1)

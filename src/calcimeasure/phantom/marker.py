@@ -119,14 +119,17 @@ def collimation_field(
     rows, cols = shape
     cr = (rows - 1) / 2 + center_offset_px[0]
     cc = (cols - 1) / 2 + center_offset_px[1]
-    a = np.deg2rad(angle_deg)
-    r = np.arange(rows, dtype=np.float32)[:, None] - cr
-    c = np.arange(cols, dtype=np.float32)[None, :] - cc
-    rp = r * np.cos(a) + c * np.sin(a)
-    cp = -r * np.sin(a) + c * np.cos(a)
-    half_r = 0.5 * fraction[0] * rows
-    half_c = 0.5 * fraction[1] * cols
     if fraction[0] >= 1.0 and fraction[1] >= 1.0 and angle_deg == 0:
         return np.ones(shape, np.float32)
-    d = np.minimum(half_r - np.abs(rp), half_c - np.abs(cp))
-    return np.clip(0.5 + d / max(penumbra_px, 1e-3), 0.0, 1.0).astype(np.float32)
+    a = np.deg2rad(angle_deg)
+    ca, sa = np.float32(np.cos(a)), np.float32(np.sin(a))
+    r = np.arange(rows, dtype=np.float32)[:, None] - np.float32(cr)
+    c = np.arange(cols, dtype=np.float32)[None, :] - np.float32(cc)
+    rp = np.abs(r * ca + c * sa)
+    cp = np.abs(c * ca - r * sa)
+    np.subtract(np.float32(0.5 * fraction[0] * rows), rp, out=rp)
+    np.subtract(np.float32(0.5 * fraction[1] * cols), cp, out=cp)
+    d = np.minimum(rp, cp, out=rp)
+    d *= np.float32(1.0 / max(penumbra_px, 1e-3))
+    d += np.float32(0.5)
+    return np.clip(d, np.float32(0.0), np.float32(1.0), out=d)

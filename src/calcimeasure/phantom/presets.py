@@ -123,6 +123,13 @@ def preset_spec(
             cloud_radius_mm=tuple(min(x, 5.0) for x in lesions.cloud_radius_mm),
             nodule_radius_mm=tuple(min(x, 4.0) for x in lesions.nodule_radius_mm),
         )
+    else:
+        # periarticular deposits of the larger joints are bigger (nodules up to ~1.5 cm, sheets ~3 cm)
+        lesions = dataclasses.replace(
+            lesions,
+            nodule_radius_mm=(lesions.nodule_radius_mm[0], lesions.nodule_radius_mm[1] * 1.6),
+            plaque_radius_mm=(lesions.plaque_radius_mm[0], lesions.plaque_radius_mm[1] * 1.5),
+        )
     return PhantomSpec(
         anatomy=AnatomySpec(body_part=body_part, laterality=laterality),
         lesions=lesions,

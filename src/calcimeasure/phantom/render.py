@@ -330,7 +330,7 @@ def _study_info(p: PatientSpec, *, study_date: str, role: str, seed: int, birth_
         study_date=study_date,
         study_time=time,
         accession=f"PH{int(rng.integers(10**7, 10**8))}",
-        study_description=f"{p.diagnosis} - {role}",
+        study_description=f"{p.diagnosis} - {role}"[-64:] if len(f"{p.diagnosis} - {role}") > 64 else f"{p.diagnosis} - {role}",
         series_number=1 if role == "baseline" else 2,
         instance_number=1,
         uid_seed=f"{p.patient_id}/{study_date}/{role}/{seed}",
