@@ -222,6 +222,7 @@ def test_pair_matrix_maps_followup_onto_baseline(pair):
             assert np.hypot(*(mc - b.centroid_px)) < 0.5 + 0.05 * np.sqrt(b.area_px)
         checked += 1
     assert checked >= 3
+    assert all(t.in_field for t in pair.baseline.lesions + pair.followup.lesions)
     # anatomy (bone silhouette, including the 4 % growth) corresponds through the matrix
     fr, fc = np.nonzero(pair.followup.bone_mask[::3, ::3])
     pts = np.stack([fr * 3, fc * 3], axis=1).astype(float)

@@ -200,6 +200,8 @@ class LesionRaster:
         Sub-pixel centroid of the silhouette.
     supersampling : int
         Sub-samples per pixel per axis actually used.
+    clipped : bool
+        The lesion's bounding box was cut by the image border.
     """
 
     box: tuple[int, int, int, int]
@@ -208,6 +210,7 @@ class LesionRaster:
     mean_thickness_mm: np.ndarray
     centroid_px: tuple[float, float]
     supersampling: int
+    clipped: bool = False
 
     @property
     def area_px(self) -> float:
@@ -242,10 +245,10 @@ def rasterize_lesion(
     k = float(np.linalg.norm(body_to_pixel[:2, :2], ord=2))  # largest pixels-per-mm scale
     c = body_to_pixel[:2, :2] @ np.asarray(lesion.center_mm) + body_to_pixel[:2, 2]
     rad = lesion.max_radius_mm * k + 1.5
-    r0 = max(int(np.floor(c[0] - rad)), 0)
-    r1 = min(int(np.ceil(c[0] + rad)) + 1, shape[0])
-    c0 = max(int(np.floor(c[1] - rad)), 0)
-    c1 = min(int(np.ceil(c[1] + rad)) + 1, shape[1])
+    box = (int(np.floor(c[0] - rad)), int(np.ceil(c[0] + rad)) + 1, int(np.floor(c[1] - rad)), int(np.ceil(c[1] + rad)) + 1)
+    r0, r1 = max(box[0], 0), min(box[1], shape[0])
+    c0, c1 = max(box[2], 0), min(box[3], shape[1])
+    clipped = (r0, r1, c0, c1) != box
     if r0 >= r1 or c0 >= c1:
         return None
     h, w = r1 - r0, c1 - c0
@@ -276,7 +279,7 @@ def rasterize_lesion(
         centroid = (float((ri * fr).sum() / n_in), float((ci * fc).sum() / n_in))
     else:
         centroid = (float(c[0]), float(c[1]))
-    return LesionRaster((r0, r1, c0, c1), cover, trans, mean_t, centroid, ss)
+    return LesionRaster((r0, r1, c0, c1), cover, trans, mean_t, centroid, ss, clipped)
 
 
 # --------------------------------------------------------------------------- placement

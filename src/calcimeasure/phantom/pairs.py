@@ -65,7 +65,7 @@ class PairSpec(_Serialisable):
     rotation_deg : float or None
         Extra in-plane rotation of the follow-up (None: uniform +-10 deg).
     translation_mm : (float, float) or None
-        Extra patient-plane (row, col) shift (None: uniform +-4 % of the field).
+        Extra patient-plane (row, col) shift (None: uniform +-3 % of the field).
     magnification_change : float or None
         Relative change of the geometric magnification, realised by the
         object-to-detector distance (None: uniform +-8 %; m never drops below 1).
@@ -228,7 +228,7 @@ def _resolve_pair(pair: PairSpec, rng: np.random.Generator, field_mm: np.ndarray
     d = {
         "interval": float(rng.uniform(6.0, 14.0)),
         "rot": float(rng.uniform(-10, 10)),
-        "tr": rng.uniform(-0.04, 0.04, 2) * field_mm,
+        "tr": rng.uniform(-0.03, 0.03, 2) * field_mm,
         "mag": float(rng.uniform(-0.08, 0.08)),
         "flip": bool(rng.random() < 0.3),
         "n_new": int(rng.integers(0, 3)),

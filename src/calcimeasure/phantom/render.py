@@ -254,7 +254,7 @@ def _lesion_disc_radius_mm(spec: PhantomSpec) -> float:
     acq = spec.acquisition
     m = acq.magnification
     field = min(acq.rows, acq.cols) * acq.pitch_mm / m
-    return max(0.34 * field - 2.0, 0.2 * field)
+    return max(0.30 * field - 2.0, 0.2 * field)
 
 
 def placement_map(spec: PhantomSpec, model: AnatomyModel) -> PlacementMap:
@@ -281,7 +281,7 @@ def resolve_acquisition(acq: AcquisitionSpec, laterality: str, rng: np.random.Ge
     """Replace the ``None`` / "auto" fields of `acq` by values drawn from `rng`."""
     draws = {
         "rotation_deg": float(rng.uniform(-15, 15)),
-        "shift": rng.uniform(-0.04, 0.04, 2),
+        "shift": rng.uniform(-0.03, 0.03, 2),
         "coll": (float(rng.uniform(0.84, 0.96)), float(rng.uniform(0.84, 0.96))),
         "coll_angle": float(rng.uniform(-2.5, 2.5)),
     }
@@ -330,7 +330,7 @@ def _study_info(p: PatientSpec, *, study_date: str, role: str, seed: int, birth_
         study_date=study_date,
         study_time=time,
         accession=f"PH{int(rng.integers(10**7, 10**8))}",
-        study_description=f"{p.diagnosis} - {role}"[-64:] if len(f"{p.diagnosis} - {role}") > 64 else f"{p.diagnosis} - {role}",
+        study_description=f"{p.diagnosis[: 61 - len(role)]} - {role}",
         series_number=1 if role == "baseline" else 2,
         instance_number=1,
         uid_seed=f"{p.patient_id}/{study_date}/{role}/{seed}",
@@ -485,8 +485,7 @@ def render_patient(
             dist = float(edt[sub_cov].min() * spacing) if sub_cov.any() else float("inf")
         else:
             dist = float("inf")
-        full_cov = (r0 >= 0 and c0 >= 0 and r1 <= shape[0] and c1 <= shape[1])
-        in_field = bool(rr.size) and bool((field[r0:r1, c0:c1][cov] >= 0.99).all()) and ras.area_px > 0.98 * area_det / p**2 and full_cov
+        in_field = bool(rr.size) and not ras.clipped and bool((field[r0:r1, c0:c1][cov] >= 0.99).all())
         truths.append(
             LesionTruth(
                 lesion_id=les.lesion_id,

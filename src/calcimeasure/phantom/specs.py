@@ -233,7 +233,7 @@ class AcquisitionSpec(_Serialisable):
         (0 = limb axis vertical, distal end up).  None: uniform in +-15 deg.
     shift_mm : (float, float) or None
         Patient-plane (row, col) offset of the limb from the field centre.
-        None: uniform within +-4 % of the field.
+        None: uniform within +-3 % of the field.
     kvp : float
         Tube voltage; sets the effective energy (see :mod:`.materials`) and so the contrast.
     detector_quanta_per_mm2 : float
