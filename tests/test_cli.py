@@ -16,7 +16,8 @@ LOCAL = TEST_DATA / "real_dicom"
 def test_info_json_lists_spacing_and_errors(tmp_path, capsys):
     shutil.copy(LOCAL / "rg2_cr_hip_j2k_lossy.dcm", tmp_path / "a")  # no extension: content decides
     shutil.copy(LOCAL / "nonimage_sr_comprehensive.dcm", tmp_path / "b.dcm")
-    (tmp_path / "notes.txt").write_text("not an image\n")
+    (tmp_path / "notes.txt").write_text("not an image\n")  # a document: skipped in folders
+    (tmp_path / "1.2.840.99").write_text("not an image either\n")  # no extension: tried, fails
     code = main(["info", str(tmp_path), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1  # some inputs failed
@@ -24,7 +25,10 @@ def test_info_json_lists_spacing_and_errors(tmp_path, capsys):
     assert by_name["a"]["spacing_mm"] == [0.2, 0.2]
     assert by_name["a"]["spacing_source"] == "pixel_spacing_unknown_provenance"
     assert by_name["b.dcm"]["error"] == "NotAnImageError"
-    assert by_name["notes.txt"]["error"] == "NotAnImageError"
+    assert by_name["1.2.840.99"]["error"] == "NotAnImageError"
+    assert "notes.txt" not in by_name
+    # Named explicitly, a document is read (and reported).
+    assert main(["info", str(tmp_path / "notes.txt")]) == 1
 
 
 def test_info_all_good_exits_zero(capsys):
