@@ -1,0 +1,102 @@
+"""Parameters of each stage: frozen dataclasses in physical units, serialisable and hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+from .errors import ParameterError
+
+__all__ = ["SegmentationParams", "params_digest"]
+
+T = TypeVar("T", bound="_Params")
+
+
+class _Params:
+    """Mixin: dict / JSON round trip and a stable digest."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ParameterError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def digest(self) -> str:
+        """12-hex-character hash of the parameters (written into every output row)."""
+        return params_digest(self.to_dict())
+
+
+def params_digest(data: dict[str, Any]) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SegmentationParams(_Params):
+    """Parameters of :func:`calcimeasure.segment`, in physical units.
+
+    Sizes in mm are converted to pixels through the image spacing; for an image
+    of unknown spacing, through ``nominal_spacing_mm`` (used only to size the
+    filters — measurements then stay in pixels).
+    """
+
+    #: Spacing (mm) assumed to size filters when the image's spacing is unknown.
+    nominal_spacing_mm: float = 0.15
+    #: Grid spacing (mm) on which the background is estimated (speed).
+    working_spacing_mm: float = 0.6
+    #: Radius (mm) of the structuring element of the background opening: lesions
+    #: narrower than twice this stand out of the background.
+    background_radius_mm: float = 8.0
+    #: Gaussian smoothing (mm) of the residual before thresholding.
+    smoothing_mm: float = 0.25
+    #: Second, coarser smoothing (mm) to find faint extended lesions (0: off).
+    coarse_smoothing_mm: float = 0.0
+    #: Core threshold, in robust noise sigmas of the smoothed residual.
+    k_high: float = 6.0
+    #: Extent threshold, in robust noise sigmas (hysteresis low).
+    k_low: float = 2.0
+    #: Boundary at this fraction of the lesion's own peak contrast above its ring background.
+    edge_fraction: float = 0.05
+    #: ... but never closer than this many noise sigmas to the ring background.
+    k_edge: float = 1.0
+    #: Width (mm) of the ring around a lesion whose median is its local background.
+    ring_mm: float = 1.0
+    #: A lesion grows at most this far (mm) beyond its core's box (or the core's size if larger).
+    grow_margin_mm: float = 3.0
+    #: Lesion pixels on the bone mask are kept only above this fraction of the lesion's peak.
+    bone_keep_fraction: float = 0.3
+    #: Candidates lying mostly within this band (mm) inside the skin line are edge artefacts.
+    skin_band_mm: float = 0.5
+    #: Band (mm) inside the collimation edge where nothing is reported.
+    field_margin_mm: float = 3.0
+    #: Smallest lesion kept (mm²).
+    min_area_mm2: float = 1.0
+    #: Largest lesion kept (mm²); larger bright regions are anatomy or markers.
+    max_area_mm2: float = 2500.0
+    #: Candidates with more than this fraction of pixels at the image maximum (lead marker,
+    #: metal, burned-in text: opaque, saturated) are rejected.
+    max_saturated_fraction: float = 0.2
+    #: Bone is what survives openings by lines this long (mm), in every orientation's maximum.
+    bone_length_mm: float = 16.0
+    #: On the bone mask, pixels whose excess over the background exceeds this fraction of the
+    #: bone contrast are a dense lesion lying on the bone, not bone.
+    bone_excess_fraction: float = 0.6
+    #: Band (mm) around the bone mask counted as bone for the rejection (cortical edges).
+    bone_band_mm: float = 0.3
+    #: Candidates with more than this fraction of their confident core on bone are rejected.
+    max_bone_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or not value == value or value < 0:
+                raise ParameterError(f"`{f.name}` must be a non-negative number, got {value!r}")
+        if self.k_low > self.k_high:
+            raise ParameterError(f"`k_low` ({self.k_low}) must not exceed `k_high` ({self.k_high})")

@@ -1,0 +1,308 @@
+"""The segmentation pipeline (pure numpy / OpenCV / scikit-image)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import ParameterError
+from ..params import SegmentationParams
+from ..radiograph import Radiograph
+from .background import background_small, noise_sigma_highpass, reduce, robust_sigma
+from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small
+
+__all__ = ["segment", "Segmentation"]
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """Result of :func:`segment`: labels on the source grid and what produced them.
+
+    Attributes
+    ----------
+    labels : ndarray of int32, shape (M, N)
+        0 = background, 1..n = lesions.
+    residual : ndarray of float32
+        Image minus local background (lesion contrast), same grid.
+    bone : ndarray of bool
+        Bone mask used for rejection and the touches-bone flag.
+    body : ndarray of bool
+        Tissue mask.
+    noise_sigma : float
+        Noise sigma of the smoothed residual (from a high-pass of the image).
+    field_mask : ndarray of bool
+        Exposed (collimated) field, minus its edge band.
+    background_level : dict
+        Per lesion id, the local ring background level of the smoothed residual
+        (the zero of the lesion's excess contrast).
+    rejected : list of dict
+        Candidates that were not reported: ``reason`` (min_area, max_area, bone,
+        field_edge, saturated), ``area_px``, ``bbox`` (r0, r1, c0, c1).
+    spacing_mm : tuple or None
+        Spacing of the image (None when unknown).
+    params : SegmentationParams
+        Parameters used.
+    """
+
+    labels: np.ndarray
+    residual: np.ndarray = field(repr=False)
+    bone: np.ndarray = field(repr=False)
+    body: np.ndarray = field(repr=False)
+    noise_sigma: float
+    field_mask: np.ndarray = field(repr=False)
+    background_level: dict = field(repr=False)
+    spacing_mm: tuple[float, float] | None
+    params: SegmentationParams
+    rejected: list = field(repr=False, default_factory=list)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Binary lesion mask."""
+        return self.labels > 0
+
+    @property
+    def lesion_count(self) -> int:
+        return int(self.labels.max())
+
+
+def _to_mask(value, shape, name) -> np.ndarray | None:
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.dtype == bool:
+        if value.shape != shape:
+            raise ParameterError(f"`{name}` mask must have the image shape {shape}, got {value.shape}")
+        return value
+    try:
+        polys = value if isinstance(value, (list, tuple)) and len(value) and np.ndim(value[0]) == 2 else [value]
+        mask = np.zeros(shape, np.uint8)
+        for poly in polys:
+            pts = np.asarray(poly, dtype=np.float64)
+            if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.all(np.isfinite(pts)):
+                raise ValueError
+            cv2.fillPoly(mask, [np.round(pts[:, ::-1]).astype(np.int32)], 1)
+    except (ValueError, TypeError):
+        raise ParameterError(
+            f"`{name}` must be a boolean mask of the image shape or polygon(s) of (row, col) vertices "
+            "(K, 2) with K >= 3"
+        ) from None
+    return mask.astype(bool)
+
+
+def segment(
+    image: Radiograph | np.ndarray,
+    *,
+    spacing_mm: tuple[float, float] | None = None,
+    roi=None,
+    exclude=None,
+    params: SegmentationParams | None = None,
+) -> Segmentation:
+    """Find radiodense lesions (calcifications) in a radiograph.
+
+    Parameters
+    ----------
+    image : Radiograph or ndarray of shape (M, N)
+        Radiodense-high image. With an array, pass ``spacing_mm`` (or None when unknown).
+    spacing_mm : (float, float), optional
+        (row, col) spacing in mm for an array input (ignored for a Radiograph).
+    roi : bool ndarray or polygon(s) of (row, col) vertices, optional
+        Report only lesions whose pixels lie inside this region (clipped to it).
+    exclude : bool ndarray or polygon(s), optional
+        Never report lesion pixels here.
+    params : SegmentationParams, optional
+        Pipeline parameters (defaults documented on the class).
+
+    Returns
+    -------
+    Segmentation
+
+    Raises
+    ------
+    ParameterError
+        Bad image, spacing, roi/exclude or params (the message names the argument).
+    """
+    if params is None:
+        params = SegmentationParams()
+    elif not isinstance(params, SegmentationParams):
+        raise ParameterError(f"`params` must be a SegmentationParams, got {type(params).__name__}")
+    if isinstance(image, Radiograph):
+        pixels, spacing = image.pixels, image.spacing_mm
+    else:
+        try:
+            pixels = np.asarray(image, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ParameterError("`image` must be a Radiograph or a 2-D numeric array") from None
+        spacing = spacing_mm
+    if pixels.ndim != 2 or min(pixels.shape) < 16:
+        raise ParameterError(f"`image` must be a 2-D array of at least 16 x 16 pixels, got shape {pixels.shape}")
+    if not np.isfinite(pixels).all():
+        raise ParameterError("`image` contains NaN or infinite values")
+    if spacing is not None:
+        try:
+            spacing = (float(spacing[0]), float(spacing[1]))
+            ok = len(tuple(spacing_mm if spacing_mm is not None and not isinstance(image, Radiograph) else spacing)) == 2
+        except (TypeError, ValueError, IndexError):
+            ok = False
+        if not ok or not all(np.isfinite(v) and v > 0 for v in spacing):
+            raise ParameterError(f"`spacing_mm` must be two positive numbers (row, col) in mm, got {spacing_mm!r}")
+    pix_mm = float(np.sqrt(spacing[0] * spacing[1])) if spacing else params.nominal_spacing_mm
+    pixel_area = pix_mm**2
+    rows, cols = pixels.shape
+    x = np.ascontiguousarray(pixels, dtype=np.float32)
+
+    # 1. Reduced grid: background, field, body, bone.
+    factor = max(1, int(round(params.working_spacing_mm / pix_mm)))
+    small = reduce(x, factor)
+    bone_len = int(round(params.bone_length_mm / (pix_mm * factor)))
+    bg_small = background_small(small, int(round(params.background_radius_mm / (pix_mm * factor))))
+    # Elongated structures (bones, cortices, skin folds) belong to the background too.
+    bg_small = np.maximum(bg_small, np.minimum(elongated_opening(small, bone_len), cv2.GaussianBlur(small, (0, 0), 1.0)))
+    edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
+    field_s = field_mask_small(small, edge_px)
+    body_s = body_mask_small(small, field_s)
+    bone_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction)
+    up = lambda a: cv2.resize(a, (cols, rows), interpolation=cv2.INTER_LINEAR)  # noqa: E731
+    upm = lambda a: cv2.resize(a.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)  # noqa: E731
+    background = up(bg_small)
+    field_m, body, bone = upm(field_s), upm(body_s), upm(bone_s)
+
+    # 2. Residual, smoothing, noise.
+    residual = x - background
+    sigma_px = params.smoothing_mm / pix_mm
+    smooth = cv2.GaussianBlur(residual, (0, 0), sigmaX=sigma_px) if sigma_px > 0.3 else residual.copy()
+    sample = smooth[::4, ::4][body[::4, ::4]]
+    offset = float(np.median(sample)) if sample.size else 0.0
+    smooth -= offset
+    sigma = noise_sigma_highpass(smooth, body) or 1e-6
+
+    search = body.copy()
+    roi_mask = _to_mask(roi, x.shape, "roi")
+    if roi_mask is not None:
+        search &= roi_mask
+    excl = _to_mask(exclude, x.shape, "exclude")
+    if excl is not None:
+        search &= ~excl
+
+    # Coarse scale for faint, extended lesions (clouds, thin plaques).
+    sigma2_px = params.coarse_smoothing_mm / pix_mm
+    scales = [(smooth, sigma)]
+    if params.coarse_smoothing_mm > 0 and sigma2_px > sigma_px:
+        smooth2 = cv2.GaussianBlur(residual, (0, 0), sigmaX=sigma2_px) - offset
+        # At this scale the limit is the anatomical clutter, not the quantum noise:
+        # the robust spread of the coarse residual over the body.
+        sample2 = smooth2[::4, ::4][body[::4, ::4]]
+        sigma2 = max(robust_sigma(sample2), sigma * sigma_px / sigma2_px) or 1e-6
+        scales.append((smooth2, sigma2))
+
+    # 3. Confident cores (k_high sigma), brightest first; each grown locally.
+    labels = np.zeros(x.shape, np.int32)
+    levels: dict[int, float] = {}
+    rejected: list[dict] = []
+    next_id = 1
+    min_px = params.min_area_mm2 / pixel_area
+    max_px = params.max_area_mm2 / pixel_area
+    pad_min = max(3, int(round(params.grow_margin_mm / pix_mm)))
+    ring_k = 2 * max(1, int(round(params.ring_mm / pix_mm))) + 1
+    ring_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ring_k, ring_k))
+    top = float(x.max())
+    sat_level = top - 0.005 * max(top - float(np.percentile(x[::4, ::4], 0.5)), 1e-6)
+    # Bone plus a band around it (cortical edges sit at the Otsu boundary) for rejection.
+    band_k = 2 * max(1, int(round(params.bone_band_mm / pix_mm))) + 1
+    skin_k = 2 * max(1, int(round(params.skin_band_mm / pix_mm))) + 1
+    skin_band = body & ~cv2.erode(body.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (skin_k, skin_k)),
+                                  borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    bone_band = cv2.dilate(bone.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (band_k, band_k))).astype(bool)
+    for smooth, sigma in scales:
+        near = cv2.dilate((labels != 0).astype(np.uint8), ring_se).astype(bool)
+        core_mask = ((smooth >= params.k_high * sigma) & search & ~near).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(core_mask, connectivity=8)
+        if n <= 1:
+            continue
+        peaks = ndi.maximum(smooth, comp, index=np.arange(1, n))
+        order = np.argsort(-np.asarray(peaks)) + 1
+        for i in order:
+            c0, r0, w, h, area0 = stats[i]
+            if area0 > max_px:
+                rejected.append(dict(reason="max_area", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
+                continue
+            pad = max(pad_min, max(w, h))
+            ra, rb = max(0, r0 - pad), min(rows, r0 + h + pad)
+            ca, cb = max(0, c0 - pad), min(cols, c0 + w + pad)
+            core = comp[ra:rb, ca:cb] == i
+            taken = labels[ra:rb, ca:cb] > 0
+            if taken[core].mean() > 0.5:
+                continue  # part of a lesion already grown from a brighter core
+            values = smooth[ra:rb, ca:cb]
+            allowed = search[ra:rb, ca:cb] & ~taken
+            peak = float(values[core].max())
+            low = _grow(values >= params.k_low * sigma, core, allowed)
+            ring = cv2.dilate(low.astype(np.uint8), ring_se).astype(bool) & ~low & allowed
+            ring_bg = float(np.median(values[ring])) if ring.sum() >= 8 else 0.0
+            ring_bg = min(max(ring_bg, -params.k_low * sigma), params.k_low * sigma)
+            thr = ring_bg + max(params.edge_fraction * (peak - ring_bg), params.k_edge * sigma)
+            keep = _grow(values >= thr, core, allowed)
+            # A region running into the box edge leaks into anatomy: raise the threshold.
+            for _ in range(8):
+                edge = keep[0].sum() + keep[-1].sum() + keep[:, 0].sum() + keep[:, -1].sum()
+                at_border = (ra == 0 or rb == rows or ca == 0 or cb == cols)
+                if edge <= 2 or at_border or thr >= 0.5 * peak:
+                    break
+                thr = min(0.5 * peak, thr + max(sigma, 0.05 * (peak - ring_bg)))
+                keep = _grow(values >= thr, core, allowed)
+            # Bone rejection judged on the confident core: a lesion against a bone
+            # has its core off the bone; cortical edges and trabeculae have theirs on it.
+            bone_frac = float(bone_band[ra:rb, ca:cb][core].mean())
+            # Weak pixels on the bone are bone texture; strong ones are the lesion overlapping it.
+            keep &= ~(bone[ra:rb, ca:cb] & (values < params.bone_keep_fraction * peak))
+            area = int(keep.sum())
+            reason = None
+            if area < min_px:
+                reason = "min_area"
+            elif area > max_px:
+                reason = "max_area"
+            elif skin_band[ra:rb, ca:cb][keep].mean() > 0.5:
+                reason = "skin_edge"  # processing overshoot along the skin line
+            elif bone_frac > params.max_bone_fraction:
+                reason = "bone"
+            elif not field_m[ra:rb, ca:cb][keep].all():
+                reason = "field_edge"  # reaches the collimation edge band
+            elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
+                reason = "saturated"  # lead marker, metal, burned-in text
+            if reason:
+                rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
+                # Do not let a rejected structure seed a lesion again.
+                labels[ra:rb, ca:cb][keep & (labels[ra:rb, ca:cb] == 0)] = -1
+                continue
+            labels[ra:rb, ca:cb][keep] = next_id
+            levels[next_id] = ring_bg + offset
+            next_id += 1
+    labels[labels < 0] = 0
+    return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
+
+
+def _grow(cand: np.ndarray, seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Pixels of ``cand & allowed`` 8-connected to ``seed``."""
+    m = cand & allowed
+    n, parts = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+    good = np.unique(parts[seed & m])
+    good = good[good > 0]
+    if good.size == 0:
+        return np.zeros_like(m)
+    return np.isin(parts, good)
+
+
+def _result(labels, residual, bone, body, sigma, field_m, levels, rejected, spacing, params) -> Segmentation:
+    return Segmentation(
+        labels=labels,
+        residual=residual,
+        bone=bone,
+        body=body,
+        noise_sigma=float(sigma),
+        field_mask=field_m,
+        background_level=levels,
+        rejected=rejected,
+        spacing_mm=spacing,  # type: ignore[arg-type]
+        params=params,
+    )
