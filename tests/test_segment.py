@@ -155,7 +155,14 @@ def test_bad_inputs_raise_parameter_error(kwargs, name):
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [(dict(k_low=-1), "k_low"), (dict(k_low=7, k_high=6), "k_low"), (dict(min_area_mm2=float("nan")), "min_area_mm2")],
+    [
+        (dict(k_low=-1), "k_low"),
+        (dict(k_low=7, k_high=6), "k_low"),
+        (dict(min_area_mm2=float("nan")), "min_area_mm2"),
+        (dict(working_spacing_mm=0), "working_spacing_mm"),
+        (dict(edge_fraction=2), "edge_fraction"),
+        (dict(k_high="6"), "k_high"),
+    ],
 )
 def test_bad_params(kwargs, name):
     with pytest.raises(ParameterError, match=name):

@@ -90,6 +90,9 @@ class SegmentationParams(_Params):
     bone_excess_fraction: float = 0.6
     #: Band (mm) around the bone mask counted as bone for the rejection (cortical edges).
     bone_band_mm: float = 0.3
+    #: A candidate on the bright (bone-class) part of the image must be dome-shaped: mean
+    #: contrast of its inner half over its outer part at least this (short bones are not).
+    min_dome_ratio: float = 1.8
     #: Candidates with more than this fraction of their confident core on bone are rejected.
     max_bone_fraction: float = 0.5
 
@@ -98,5 +101,13 @@ class SegmentationParams(_Params):
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) or not value == value or value < 0:
                 raise ParameterError(f"`{f.name}` must be a non-negative number, got {value!r}")
+        for name in ("nominal_spacing_mm", "working_spacing_mm", "background_radius_mm", "bone_length_mm", "k_high"):
+            if not getattr(self, name) > 0:
+                raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
+        for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction"):
+            if getattr(self, name) > 1:
+                raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
+        if self.min_area_mm2 > self.max_area_mm2:
+            raise ParameterError(f"`min_area_mm2` ({self.min_area_mm2}) must not exceed `max_area_mm2`")
         if self.k_low > self.k_high:
             raise ParameterError(f"`k_low` ({self.k_low}) must not exceed `k_high` ({self.k_high})")

@@ -95,10 +95,12 @@ def bone_mask_small(
     background = elongated_opening(cv2.GaussianBlur(small, (0, 0), 1.0), length_px)
     values = background[body]
     if values.size < 16:
-        return np.zeros_like(body)
+        return np.zeros_like(body), np.zeros_like(body)
     thr = threshold_otsu(values)
     bone = ndi.binary_fill_holes((background > thr) & body) & body
+    # Everything as bright as bone, whatever its shape (short bones, carpals, nodules).
+    raw = (cv2.GaussianBlur(small, (0, 0), 1.0) > thr) & body
     if residual is not None:
         contrast = max(thr - float(np.median(values[values <= thr])), 1e-6) if (values <= thr).any() else 1e-6
         bone &= ~(residual > excess_fraction * contrast)
-    return bone
+    return bone, raw

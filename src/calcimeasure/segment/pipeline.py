@@ -162,11 +162,11 @@ def segment(
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
     body_s = body_mask_small(small, field_s)
-    bone_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction)
+    bone_s, bone_raw_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction)
     up = lambda a: cv2.resize(a, (cols, rows), interpolation=cv2.INTER_LINEAR)  # noqa: E731
     upm = lambda a: cv2.resize(a.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)  # noqa: E731
     background = up(bg_small)
-    field_m, body, bone = upm(field_s), upm(body_s), upm(bone_s)
+    field_m, body, bone, bone_raw = upm(field_s), upm(body_s), upm(bone_s), upm(bone_raw_s)
 
     # 2. Residual, smoothing, noise.
     residual = x - background
@@ -220,8 +220,12 @@ def segment(
         n, comp, stats, _ = cv2.connectedComponentsWithStats(core_mask, connectivity=8)
         if n <= 1:
             continue
-        peaks = ndi.maximum(smooth, comp, index=np.arange(1, n))
-        order = np.argsort(-np.asarray(peaks)) + 1
+        peaks = np.empty(n - 1)
+        for j in range(1, n):
+            c0, r0, w, h, _a = stats[j]
+            box = comp[r0 : r0 + h, c0 : c0 + w] == j
+            peaks[j - 1] = smooth[r0 : r0 + h, c0 : c0 + w][box].max()
+        order = np.argsort(-peaks) + 1
         for i in order:
             c0, r0, w, h, area0 = stats[i]
             if area0 > max_px:
@@ -266,6 +270,8 @@ def segment(
                 reason = "skin_edge"  # processing overshoot along the skin line
             elif bone_frac > params.max_bone_fraction:
                 reason = "bone"
+            elif bone_raw[ra:rb, ca:cb][keep].mean() > 0.5 and _dome_ratio(values, keep) < params.min_dome_ratio:
+                reason = "bone_shape"  # flat or rim-bright (cortex): a short bone, not a tapered nodule
             elif not field_m[ra:rb, ca:cb][keep].all():
                 reason = "field_edge"  # reaches the collimation edge band
             elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
@@ -282,15 +288,31 @@ def segment(
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
+def _dome_ratio(values: np.ndarray, region: np.ndarray) -> float:
+    """Mean contrast of the inner half (by distance to the outline) over the outer part.
+
+    A calcification thins towards its edge (inner ≫ outer, about 2 for a nodule);
+    a projected bone has a bright cortical rim and a darker marrow (ratio <= 1).
+    """
+    if region.sum() < 16:
+        return np.inf
+    dist = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    dmax = float(dist.max())
+    inner = values[region & (dist >= 0.5 * dmax)]
+    outer = values[region & (dist < 0.3 * dmax)]
+    if inner.size == 0 or outer.size == 0:
+        return np.inf
+    return float(np.mean(inner)) / max(float(np.mean(outer)), 1e-6)
+
+
 def _grow(cand: np.ndarray, seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Pixels of ``cand & allowed`` 8-connected to ``seed``."""
     m = cand & allowed
     n, parts = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
-    good = np.unique(parts[seed & m])
-    good = good[good > 0]
-    if good.size == 0:
-        return np.zeros_like(m)
-    return np.isin(parts, good)
+    lut = np.zeros(n, bool)
+    lut[parts[seed & m]] = True
+    lut[0] = False
+    return lut[parts]
 
 
 def _result(labels, residual, bone, body, sigma, field_m, levels, rejected, spacing, params) -> Segmentation:
