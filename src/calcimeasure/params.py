@@ -85,6 +85,8 @@ class SegmentationParams(_Params):
     max_saturated_fraction: float = 0.2
     #: Bone is what survives openings by lines this long (mm), in every orientation's maximum.
     bone_length_mm: float = 16.0
+    #: 1: also mark as bone what stands out of the disk-opened soft tissue locally (thin parts of a limb).
+    local_bone: int = 1
     #: On the bone mask, pixels whose excess over the background exceeds this fraction of the
     #: bone contrast are a dense lesion lying on the bone, not bone.
     bone_excess_fraction: float = 0.6

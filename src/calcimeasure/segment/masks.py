@@ -83,8 +83,8 @@ def elongated_opening(small: np.ndarray, length_px: int, n_angles: int = 8) -> n
 
 def bone_mask_small(
     small: np.ndarray, body: np.ndarray, length_px: int, residual: np.ndarray | None = None,
-    excess_fraction: float = 0.3,
-) -> np.ndarray:
+    excess_fraction: float = 0.3, disk_background: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Bone: the denser Otsu class, within the body, of the image opened by lines
     of ``length_px`` (so compact calcifications do not count as bone).
 
@@ -97,7 +97,15 @@ def bone_mask_small(
     if values.size < 16:
         return np.zeros_like(body), np.zeros_like(body)
     thr = threshold_otsu(values)
-    bone = ndi.binary_fill_holes((background > thr) & body) & body
+    bone = (background > thr) & body
+    if disk_background is not None:
+        # Locally: bones narrower than the disk stand out of the disk-opened soft tissue
+        # even where the whole limb is thinner than elsewhere (fingers vs palm).
+        tophat = background - disk_background
+        t_values = tophat[body]
+        if t_values.size >= 16 and np.ptp(t_values) > 0:
+            bone |= (tophat > threshold_otsu(t_values)) & body
+    bone = ndi.binary_fill_holes(bone) & body
     # Everything as bright as bone, whatever its shape (short bones, carpals, nodules).
     raw = (cv2.GaussianBlur(small, (0, 0), 1.0) > thr) & body
     if residual is not None:

@@ -156,13 +156,15 @@ def segment(
     factor = max(1, int(round(params.working_spacing_mm / pix_mm)))
     small = reduce(x, factor)
     bone_len = int(round(params.bone_length_mm / (pix_mm * factor)))
-    bg_small = background_small(small, int(round(params.background_radius_mm / (pix_mm * factor))))
+    bg_disk = background_small(small, int(round(params.background_radius_mm / (pix_mm * factor))))
+    bg_small = bg_disk
     # Elongated structures (bones, cortices, skin folds) belong to the background too.
     bg_small = np.maximum(bg_small, np.minimum(elongated_opening(small, bone_len), cv2.GaussianBlur(small, (0, 0), 1.0)))
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
     body_s = body_mask_small(small, field_s)
-    bone_s, bone_raw_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction)
+    bone_s, bone_raw_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
+        bg_disk if params.local_bone else None)
     up = lambda a: cv2.resize(a, (cols, rows), interpolation=cv2.INTER_LINEAR)  # noqa: E731
     upm = lambda a: cv2.resize(a.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)  # noqa: E731
     background = up(bg_small)
@@ -238,6 +240,12 @@ def segment(
             taken = labels[ra:rb, ca:cb] > 0
             if taken[core].mean() > 0.5:
                 continue  # part of a lesion already grown from a brighter core
+            # Bone rejection judged on the confident core: a lesion against a bone
+            # has its core off the bone; cortical edges and trabeculae have theirs on it.
+            bone_frac = float(bone_band[ra:rb, ca:cb][core].mean())
+            if bone_frac > params.max_bone_fraction:
+                rejected.append(dict(reason="bone", area_px=int(area0), bbox=(ra, rb, ca, cb)))
+                continue
             values = smooth[ra:rb, ca:cb]
             allowed = search[ra:rb, ca:cb] & ~taken
             peak = float(values[core].max())
@@ -255,9 +263,6 @@ def segment(
                     break
                 thr = min(0.5 * peak, thr + max(sigma, 0.05 * (peak - ring_bg)))
                 keep = _grow(values >= thr, core, allowed)
-            # Bone rejection judged on the confident core: a lesion against a bone
-            # has its core off the bone; cortical edges and trabeculae have theirs on it.
-            bone_frac = float(bone_band[ra:rb, ca:cb][core].mean())
             # Weak pixels on the bone are bone texture; strong ones are the lesion overlapping it.
             keep &= ~(bone[ra:rb, ca:cb] & (values < params.bone_keep_fraction * peak))
             area = int(keep.sum())
@@ -268,8 +273,6 @@ def segment(
                 reason = "max_area"
             elif skin_band[ra:rb, ca:cb][keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
-            elif bone_frac > params.max_bone_fraction:
-                reason = "bone"
             elif bone_raw[ra:rb, ca:cb][keep].mean() > 0.5 and _dome_ratio(values, keep) < params.min_dome_ratio:
                 reason = "bone_shape"  # flat or rim-bright (cortex): a short bone, not a tapered nodule
             elif not field_m[ra:rb, ca:cb][keep].all():
