@@ -107,6 +107,7 @@ def test_saturated_marker_not_reported():
     assert seg.lesion_count == 1
     assert seg.labels[300, 150] > 0
     assert not seg.mask[80:150, 120:175].any()
+    assert "saturated" in {r["reason"] for r in seg.rejected}
 
 
 def test_roi_and_exclude():

@@ -58,6 +58,12 @@ class SegmentationParams(_Params):
     smoothing_mm: float = 0.25
     #: Second, coarser smoothing (mm) to find faint extended lesions (0: off).
     coarse_smoothing_mm: float = 0.0
+    #: 1: elongated structures (line openings of bone_length_mm) are part of the background; 0: disk only.
+    line_background: int = 1
+    #: Core threshold (sigmas) at the coarse scale.
+    coarse_k: float = 8.0
+    #: 1: the coarse-scale sigma is the anatomical clutter (robust spread of the coarse residual); 0: noise.
+    coarse_clutter: int = 0
     #: Core threshold, in robust noise sigmas of the smoothed residual.
     k_high: float = 6.0
     #: Extent threshold, in robust noise sigmas (hysteresis low).

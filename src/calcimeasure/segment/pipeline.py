@@ -159,7 +159,8 @@ def segment(
     bg_disk = background_small(small, int(round(params.background_radius_mm / (pix_mm * factor))))
     bg_small = bg_disk
     # Elongated structures (bones, cortices, skin folds) belong to the background too.
-    bg_small = np.maximum(bg_small, np.minimum(elongated_opening(small, bone_len), cv2.GaussianBlur(small, (0, 0), 1.0)))
+    if params.line_background:
+        bg_small = np.maximum(bg_small, np.minimum(elongated_opening(small, bone_len), cv2.GaussianBlur(small, (0, 0), 1.0)))
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
     body_s = body_mask_small(small, field_s)
@@ -194,9 +195,13 @@ def segment(
         smooth2 = cv2.GaussianBlur(residual, (0, 0), sigmaX=sigma2_px) - offset
         # At this scale the limit is the anatomical clutter, not the quantum noise:
         # the robust spread of the coarse residual over the body.
-        sample2 = smooth2[::4, ::4][body[::4, ::4]]
-        sigma2 = max(robust_sigma(sample2), sigma * sigma_px / sigma2_px) or 1e-6
-        scales.append((smooth2, sigma2))
+        if params.coarse_clutter:
+            sample2 = smooth2[::4, ::4][body[::4, ::4]]
+            sigma2 = max(robust_sigma(sample2), sigma * sigma_px / sigma2_px) or 1e-6
+        else:
+            sigma2 = noise_sigma_highpass(smooth2, body, lag=max(4, int(round(3 * sigma2_px)))) or 1e-6
+        # Cores at this scale need params.coarse_k sigmas; express it in the k_high unit.
+        scales.append((smooth2, sigma2 * params.coarse_k / params.k_high))
 
     # 3. Confident cores (k_high sigma), brightest first; each grown locally.
     labels = np.zeros(x.shape, np.int32)
