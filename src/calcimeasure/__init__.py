@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from . import errors
 from .io import read_image
+from .measure import Measurement, measure
+from .params import SegmentationParams
 from .radiograph import Radiograph, RadiographMeta, Spacing, SpacingPlane, SpacingSource
+from .segment import Segmentation, segment
 
 __version__ = "0.1.0"
 
@@ -17,6 +20,11 @@ __all__ = [
     "__version__",
     "errors",
     "read_image",
+    "segment",
+    "Segmentation",
+    "SegmentationParams",
+    "measure",
+    "Measurement",
     "Radiograph",
     "RadiographMeta",
     "Spacing",

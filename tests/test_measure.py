@@ -1,0 +1,106 @@
+"""measure(): per-lesion geometry in mm on known shapes, given labels, unknown spacing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calcimeasure.errors import ParameterError
+from calcimeasure.measure import LESION_COLUMNS, lesion_table, measure
+from calcimeasure.radiograph import Radiograph, RadiographMeta
+from calcimeasure.spacing import unknown_spacing, user_spacing
+
+
+def radiograph(pixels, spacing=None) -> Radiograph:
+    sp = user_spacing(spacing) if spacing is not None else unknown_spacing()
+    meta = RadiographMeta(source_path="<memory>", sha256="0" * 64, file_format="array")
+    return Radiograph(pixels=pixels.astype(np.float32), spacing=sp, meta=meta)
+
+
+def test_rectangle_geometry_with_anisotropic_spacing():
+    labels = np.zeros((60, 80), np.int32)
+    labels[10:30, 20:60] = 7  # 20 rows x 40 cols
+    pixels = np.where(labels > 0, 200.0, 100.0).astype(np.float32)
+    residual = pixels - 100.0
+    table = lesion_table(labels, pixels, residual, None, (0.2, 0.1))
+    row = table.iloc[0]
+    assert list(table.columns) == LESION_COLUMNS
+    assert row["label"] == 7 and row["area_px"] == 800
+    assert row["area_mm2"] == pytest.approx(800 * 0.02)  # 4 mm x 4 mm
+    assert row["feret_max_mm"] == pytest.approx(np.hypot(4.0, 4.0), rel=1e-6)
+    assert row["feret_min_mm"] == pytest.approx(4.0, rel=1e-6)
+    assert row["centroid_row_mm"] == pytest.approx(19.5 * 0.2)
+    assert row["centroid_col_mm"] == pytest.approx(39.5 * 0.1)
+    # Perimeter of the 0.5 iso-contour: a rectangle with cut corners, close to 16 mm.
+    assert row["perimeter_mm"] == pytest.approx(16.0, rel=0.03)
+    assert row["mean_residual"] == pytest.approx(100.0)
+    assert row["relative_contrast"] == pytest.approx(1.0)
+    assert row["integrated_residual"] == pytest.approx(100.0 * 16.0)
+
+
+def test_disk_area_and_diameters():
+    rr, cc = np.mgrid[:101, :101]
+    disk = ((rr - 50) ** 2 + (cc - 50) ** 2) <= 30**2
+    table = lesion_table(disk.astype(np.int32), disk * 1.0, disk * 1.0, None, (0.1, 0.1))
+    row = table.iloc[0]
+    assert row["area_mm2"] == pytest.approx(np.pi * 3.0**2, rel=0.01)
+    assert row["equivalent_diameter_mm"] == pytest.approx(6.0, rel=0.01)
+    assert row["feret_min_mm"] == pytest.approx(6.1, abs=0.1)
+    assert row["feret_max_mm"] == pytest.approx(6.1, abs=0.15)
+    assert row["perimeter_mm"] == pytest.approx(2 * np.pi * 3.0, rel=0.02)
+
+
+def test_touches_bone_flag():
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:10, 5:10] = 1
+    labels[25:30, 25:30] = 2
+    bone = np.zeros((40, 40), bool)
+    bone[10:20, :] = True  # adjacent to lesion 1 only
+    table = lesion_table(labels, labels * 1.0, labels * 1.0, bone, (0.1, 0.1))
+    assert table.set_index("label")["touches_bone"].to_dict() == {1: True, 2: False}
+
+
+def test_measure_given_labels_and_unknown_spacing():
+    rng = np.random.default_rng(0)
+    pixels = 100 + rng.normal(0, 1, (120, 120))
+    labels = np.zeros((120, 120), np.int32)
+    labels[40:50, 40:60] = 3
+    pixels[labels > 0] += 50
+    m = measure(radiograph(pixels), labels=labels)
+    assert m.units == "px" and m.total_area_mm2 is None and m.spacing_mm is None
+    assert m.total_area_px == 200 and m.lesion_count == 1
+    row = m.lesions.iloc[0]
+    assert row["label"] == 3 and row["area_px"] == 200
+    assert row[["area_mm2", "feret_max_mm", "centroid_row_mm"]].isna().all()
+    assert m.to_dict()["spacing_source"] == "unknown"
+    np.testing.assert_array_equal(m.labels, labels)
+
+
+def test_measure_given_labels_with_spacing():
+    pixels = np.full((100, 100), 100.0)
+    labels = np.zeros((100, 100), np.int32)
+    labels[10:20, 10:20] = 1
+    labels[50:55, 60:80] = 2
+    pixels[labels > 0] = 180
+    m = measure(radiograph(pixels, 0.15), labels=labels)
+    assert m.units == "mm" and m.lesion_count == 2
+    assert m.total_area_mm2 == pytest.approx(200 * 0.0225)
+    assert m.lesions["area_mm2"].sum() == pytest.approx(m.total_area_mm2)
+
+
+def test_measure_bool_labels_are_labelled():
+    pixels = np.full((50, 50), 10.0)
+    mask = np.zeros((50, 50), bool)
+    mask[5:9, 5:9] = True
+    mask[20:30, 20:30] = True
+    m = measure(radiograph(pixels, 0.1), labels=mask)
+    assert m.lesion_count == 2
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [(np.zeros((10, 10), np.int32), "shape"), (np.zeros((50, 50), np.float32), "integer"), (-np.ones((50, 50), np.int32), "negative")],
+)
+def test_measure_rejects_bad_labels(labels, match):
+    with pytest.raises(ParameterError, match=match):
+        measure(radiograph(np.zeros((50, 50)) + np.arange(50)), labels=labels)
