@@ -12,6 +12,7 @@ from .io import read_image
 from .measure import Measurement, measure
 from .params import SegmentationParams
 from .radiograph import Radiograph, RadiographMeta, Spacing, SpacingPlane, SpacingSource
+from .register import Registration, RegistrationParams, register
 from .segment import Segmentation, segment
 
 __version__ = "0.1.0"
@@ -25,6 +26,9 @@ __all__ = [
     "SegmentationParams",
     "measure",
     "Measurement",
+    "register",
+    "Registration",
+    "RegistrationParams",
     "Radiograph",
     "RadiographMeta",
     "Spacing",
