@@ -8,6 +8,7 @@ is pure Python + numpy and never imports Qt or napari.
 from __future__ import annotations
 
 from . import errors
+from .compare import Comparison, ComparisonParams, compare
 from .io import read_image
 from .measure import Measurement, measure
 from .params import SegmentationParams
@@ -27,6 +28,9 @@ __all__ = [
     "measure",
     "Measurement",
     "register",
+    "compare",
+    "Comparison",
+    "ComparisonParams",
     "Registration",
     "RegistrationParams",
     "Radiograph",

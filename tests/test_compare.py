@@ -1,0 +1,80 @@
+"""compare(): response categories, per-lesion matching (split/merge/vanished/new), magnification flags."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calcimeasure.compare import ComparisonParams, classify_response, compare, lesion_status, match_lesions
+from calcimeasure.errors import ParameterError
+from calcimeasure.register import Registration
+from conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    "b,f,n,expected",
+    [
+        (100, 0, 0, "complete"),
+        (100, 75, 2, "partial"),  # exactly -25 % is partial
+        (100, 76, 2, "stable"),
+        (100, 124, 2, "stable"),
+        (100, 125, 2, "progression"),
+        (0, 10, 1, "not_evaluable"),
+    ],
+)
+def test_classify_response_bands(b, f, n, expected):
+    assert classify_response(b, f, n) == expected
+
+
+def test_bands_are_parameters():
+    p = ComparisonParams(partial_pct=-50, progression_pct=50)
+    assert classify_response(100, 70, 1, p) == "stable"
+    with pytest.raises(ParameterError):
+        ComparisonParams(partial_pct=10)
+
+
+def test_lesion_status():
+    assert [lesion_status(10, 0), lesion_status(0, 5), lesion_status(10, 5), lesion_status(10, 11), lesion_status(10, 20)] == [
+        "vanished", "new", "shrunk", "stable", "grown"]
+
+
+def shifted_registration(dr: float, dc: float) -> Registration:
+    m = np.eye(3)
+    m[:2, 2] = (dr, dc)  # follow-up (r, c) -> baseline (r + dr, c + dc)
+    return Registration(m, True, 1.0, 100)
+
+
+def test_match_lesions_match_split_merge_vanished_new():
+    b = np.zeros((200, 200), np.int32)
+    f = np.zeros((200, 200), np.int32)
+    shift = (10, -5)  # follow-up content sits at baseline - shift
+    def put(img, lab, r, c, rr=6, off=(0, 0)):
+        img[r - rr - off[0]: r + rr - off[0], c - rr - off[1]: c + rr - off[1]] = lab
+    put(b, 1, 30, 30); put(f, 7, 30, 30, off=shift)                                  # one-to-one
+    put(b, 2, 100, 40, rr=10); put(f, 8, 94, 40, rr=4, off=shift); put(f, 9, 106, 40, rr=4, off=shift)  # split
+    put(b, 3, 160, 150, rr=4); put(b, 4, 160, 162, rr=4); put(f, 10, 160, 156, rr=9, off=shift)  # merge
+    put(b, 5, 40, 160)                                                                  # vanished
+    put(f, 11, 120, 120, off=shift)                                                     # new
+    groups = match_lesions(b, f, shifted_registration(*shift), baseline_spacing_mm=(0.1, 0.1), match_distance_mm=0.5)
+    as_sets = sorted((tuple(bl), tuple(sorted(fl))) for bl, fl in groups)
+    assert as_sets == sorted([((1,), (7,)), ((2,), (8, 9)), ((3, 4), (10,)), ((5,), ()), ((), (11,))])
+
+
+def test_sample_images_responses_match_ground_truth():
+    truth = json.loads((ROOT / "sample_images" / "ground_truth.json").read_text())["cases"]
+    assert len(truth) == 4
+    for name, case in truth.items():
+        cmp = compare(ROOT / "sample_images" / f"{name}_baseline.dcm", ROOT / "sample_images" / f"{name}_followup.dcm")
+        assert cmp.registration.ok
+        assert cmp.response == case["response"], (name, cmp.area_change_pct, case["total_change_pct"])
+        row = cmp.to_dict()
+        assert row["param_partial_pct"] == -25.0 and row["response"] == case["response"]
+
+
+def test_growth_or_calibration_mismatch_is_flagged():
+    # case04: the child's hand grew 3 % between films, same detector-plane calibration.
+    cmp = compare(ROOT / "sample_images" / "case04_baseline.dcm", ROOT / "sample_images" / "case04_followup.dcm")
+    assert any("implied magnification" in f for f in cmp.flags)
+    assert cmp.area_change_pct_anatomical is not None
