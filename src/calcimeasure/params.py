@@ -74,6 +74,18 @@ class SegmentationParams(_Params):
     k_edge: float = 1.0
     #: Width (mm) of the ring around a lesion whose median is its local background.
     ring_mm: float = 1.0
+    #: 1: each lesion's background is a plane fitted to a ring around it (iterated); 0: global background.
+    ring_fit: int = 0
+    #: Order of the ring background surface: 1 plane, 2 quadric (follows the limb's curvature).
+    ring_fit_order: int = 1
+    #: 1: a candidate touching a lesion already found (fainter part of it) is merged into it.
+    merge_touching: int = 0
+    #: Width (mm) of the ring the background plane is fitted to (beyond the ``ring_mm`` gap).
+    fit_ring_mm: float = 2.0
+    #: Iterations of grow / refit of the ring background.
+    ring_iterations: int = 4
+    #: The growth box extends this many core sizes beyond the core (at least grow_margin_mm).
+    grow_size_factor: float = 1.0
     #: A lesion grows at most this far (mm) beyond its core's box (or the core's size if larger).
     grow_margin_mm: float = 3.0
     #: Lesion pixels on the bone mask are kept only above this fraction of the lesion's peak.

@@ -213,6 +213,8 @@ def segment(
     pad_min = max(3, int(round(params.grow_margin_mm / pix_mm)))
     ring_k = 2 * max(1, int(round(params.ring_mm / pix_mm))) + 1
     ring_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ring_k, ring_k))
+    fit_k = 2 * max(1, int(round(params.fit_ring_mm / pix_mm))) + 1
+    fit_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (fit_k, fit_k))
     top = float(x.max())
     sat_level = top - 0.005 * max(top - float(np.percentile(x[::4, ::4], 0.5)), 1e-6)
     # Bone plus a band around it (cortical edges sit at the Otsu boundary) for rejection.
@@ -238,7 +240,7 @@ def segment(
             if area0 > max_px:
                 rejected.append(dict(reason="max_area", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
                 continue
-            pad = max(pad_min, max(w, h))
+            pad = max(pad_min, int(params.grow_size_factor * max(w, h)))
             ra, rb = max(0, r0 - pad), min(rows, r0 + h + pad)
             ca, cb = max(0, c0 - pad), min(cols, c0 + w + pad)
             core = comp[ra:rb, ca:cb] == i
@@ -255,21 +257,28 @@ def segment(
             allowed = search[ra:rb, ca:cb] & ~taken
             peak = float(values[core].max())
             low = _grow(values >= params.k_low * sigma, core, allowed)
-            ring = cv2.dilate(low.astype(np.uint8), ring_se).astype(bool) & ~low & allowed
-            ring_bg = float(np.median(values[ring])) if ring.sum() >= 8 else 0.0
-            ring_bg = min(max(ring_bg, -params.k_low * sigma), params.k_low * sigma)
-            thr = ring_bg + max(params.edge_fraction * (peak - ring_bg), params.k_edge * sigma)
-            keep = _grow(values >= thr, core, allowed)
-            # A region running into the box edge leaks into anatomy: raise the threshold.
-            for _ in range(8):
-                edge = keep[0].sum() + keep[-1].sum() + keep[:, 0].sum() + keep[:, -1].sum()
-                at_border = (ra == 0 or rb == rows or ca == 0 or cb == cols)
-                if edge <= 2 or at_border or thr >= 0.5 * peak:
-                    break
-                thr = min(0.5 * peak, thr + max(sigma, 0.05 * (peak - ring_bg)))
+            if params.ring_fit and bone_raw[ra:rb, ca:cb][core].mean() <= 0.5 and bone_band[ra:rb, ca:cb][low].mean() < 0.2:
+                keep, ring_bg, peak, local = _grow_ring_fit(
+                    values, background[ra:rb, ca:cb], core, low, allowed, bone[ra:rb, ca:cb], sigma, params,
+                    ring_se, fit_se, (ra == 0 or rb == rows or ca == 0 or cb == cols))
+            else:
+                local = values
+                ring = cv2.dilate(low.astype(np.uint8), ring_se).astype(bool) & ~low & allowed
+                ring_bg = float(np.median(values[ring])) if ring.sum() >= 8 else 0.0
+                ring_bg = min(max(ring_bg, -params.k_low * sigma), params.k_low * sigma)
+                thr = ring_bg + max(params.edge_fraction * (peak - ring_bg), params.k_edge * sigma)
                 keep = _grow(values >= thr, core, allowed)
+                # A region running into the box edge leaks into anatomy: raise the threshold.
+                for _ in range(8):
+                    edge = keep[0].sum() + keep[-1].sum() + keep[:, 0].sum() + keep[:, -1].sum()
+                    at_border = (ra == 0 or rb == rows or ca == 0 or cb == cols)
+                    if edge <= 2 or at_border or thr >= 0.5 * peak:
+                        break
+                    thr = min(0.5 * peak, thr + max(sigma, 0.05 * (peak - ring_bg)))
+                    keep = _grow(values >= thr, core, allowed)
             # Weak pixels on the bone are bone texture; strong ones are the lesion overlapping it.
-            keep &= ~(bone[ra:rb, ca:cb] & (values < params.bone_keep_fraction * peak))
+            gpeak = float(values[core].max())
+            keep &= ~(bone[ra:rb, ca:cb] & (values < params.bone_keep_fraction * gpeak))
             area = int(keep.sum())
             reason = None
             if area < min_px:
@@ -278,7 +287,8 @@ def segment(
                 reason = "max_area"
             elif skin_band[ra:rb, ca:cb][keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
-            elif bone_raw[ra:rb, ca:cb][keep].mean() > 0.5 and _dome_ratio(values, keep) < params.min_dome_ratio:
+            elif (max(bone_raw[ra:rb, ca:cb][keep].mean(), bone_raw[ra:rb, ca:cb][core].mean()) > 0.5
+                  and _dome_ratio(values, keep) < params.min_dome_ratio):
                 reason = "bone_shape"  # flat or rim-bright (cortex): a short bone, not a tapered nodule
             elif not field_m[ra:rb, ca:cb][keep].all():
                 reason = "field_edge"  # reaches the collimation edge band
@@ -289,11 +299,91 @@ def segment(
                 # Do not let a rejected structure seed a lesion again.
                 labels[ra:rb, ca:cb][keep & (labels[ra:rb, ca:cb] == 0)] = -1
                 continue
+            # A fainter part of a lesion already grown (mottled cloud, lobe of a plaque) joins it.
+            touching = labels[ra:rb, ca:cb][cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~keep]
+            touching = touching[touching > 0]
+            if params.merge_touching and touching.size:
+                labels[ra:rb, ca:cb][keep] = int(np.bincount(touching).argmax())
+                continue
             labels[ra:rb, ca:cb][keep] = next_id
             levels[next_id] = ring_bg + offset
             next_id += 1
     labels[labels < 0] = 0
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
+
+
+def _plane_fit(img: np.ndarray, ring: np.ndarray, order: int = 1) -> np.ndarray:
+    """Robust least-squares plane (order 1) or quadric (order 2) through ``img[ring]``
+    (one reweighting at 2.5 MAD), evaluated on the whole box."""
+    rr, cc = np.nonzero(ring)
+    v = img[rr, cc].astype(np.float64)
+    r0, c0 = float(rr.mean()), float(cc.mean())
+    s = max(float(np.ptp(rr)), float(np.ptp(cc)), 1.0)
+    u, w_ = (rr - r0) / s, (cc - c0) / s
+    cols_ = [np.ones(rr.size), u, w_]
+    if order >= 2 and rr.size >= 24:
+        cols_ += [u * u, u * w_, w_ * w_]
+    a = np.column_stack(cols_)
+    ok = np.ones(rr.size, bool)
+    coef = np.zeros(a.shape[1])
+    coef[0] = np.median(v)
+    for _ in range(2):
+        if ok.sum() < 2 * a.shape[1]:
+            break
+        coef = np.linalg.lstsq(a[ok], v[ok], rcond=None)[0]
+        res = v - a @ coef
+        mad = 1.4826 * np.median(np.abs(res - np.median(res))) + 1e-9
+        ok = np.abs(res) <= 2.5 * mad
+    rows, cols = img.shape
+    U = ((np.arange(rows, dtype=np.float32) - r0) / s)[:, None]
+    W = ((np.arange(cols, dtype=np.float32) - c0) / s)[None, :]
+    out = coef[0] + coef[1] * U + coef[2] * W
+    if len(coef) == 6:
+        out = out + coef[3] * U * U + coef[4] * U * W + coef[5] * W * W
+    return out.astype(np.float32)
+
+
+def _grow_ring_fit(values, bg, core, low, allowed, bone, sigma, params, ring_se, fit_se, at_border):
+    """Grow a lesion against a background fitted to a ring around it (iterated).
+
+    The global background (disk and line openings) absorbs much of a faint,
+    extended lesion; here the background of the lesion is a plane fitted
+    robustly to the smoothed image in a ring (``ring_mm`` gap, ``fit_ring_mm``
+    wide) outside the current extent, bone pixels left out when enough remain.
+    The boundary is at ``edge_fraction`` of the lesion's peak above that plane
+    (at least ``k_edge`` sigma); the ring moves out with the extent.
+    Returns (region, ring level of the global residual, local peak, local residual).
+    """
+    img = values + bg
+    region = low
+    local, peak = values, float(values[core].max())
+    for _ in range(int(params.ring_iterations)):
+        reg8 = region.astype(np.uint8)
+        ring = cv2.dilate(reg8, fit_se).astype(bool) & ~cv2.dilate(reg8, ring_se).astype(bool) & allowed
+        soft = ring & ~bone
+        if soft.sum() >= max(12, 0.3 * ring.sum()):
+            ring = soft
+        if ring.sum() < 12:
+            break
+        local = img - _plane_fit(img, ring, int(params.ring_fit_order))
+        peak = float(local[core].max())
+        if peak <= 0:
+            break
+        thr = max(params.edge_fraction * peak, params.k_edge * sigma)
+        new = _grow(local >= thr, core, allowed)
+        for _ in range(8):
+            edge = new[0].sum() + new[-1].sum() + new[:, 0].sum() + new[:, -1].sum()
+            if edge <= 2 or at_border or thr >= 0.5 * peak:
+                break
+            thr = min(0.5 * peak, thr + max(sigma, 0.05 * peak))
+            new = _grow(local >= thr, core, allowed)
+        if np.array_equal(new, region):
+            break
+        region = new
+    reg8 = region.astype(np.uint8)
+    ring = cv2.dilate(reg8, ring_se).astype(bool) & ~region & allowed
+    ring_bg = float(np.median(values[ring])) if ring.sum() >= 8 else 0.0
+    return region, ring_bg, peak, local
 
 
 def _dome_ratio(values: np.ndarray, region: np.ndarray) -> float:
