@@ -54,6 +54,9 @@ class SegmentationParams(_Params):
     #: Radius (mm) of the structuring element of the background opening: lesions
     #: narrower than twice this stand out of the background.
     background_radius_mm: float = 8.0
+    #: Cores are detected on a grid of about this spacing (mm): finer images are area-reduced by
+    #: round(detect_spacing_mm / spacing) for detection only (speed); growth stays on the source grid.
+    detect_spacing_mm: float = 0.15
     #: Gaussian smoothing (mm) of the residual before thresholding.
     smoothing_mm: float = 0.25
     #: Second, coarser smoothing (mm) to find faint extended lesions (0: off).

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from ..errors import ParameterError
 from ..params import SegmentationParams
 from ..radiograph import Radiograph
-from .background import background_small, noise_sigma_highpass, reduce, robust_sigma
+from .background import background_small, enlarge, noise_sigma_highpass, reduce, robust_sigma
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small
 
 __all__ = ["segment", "Segmentation"]
@@ -137,7 +137,7 @@ def segment(
         spacing = spacing_mm
     if pixels.ndim != 2 or min(pixels.shape) < 16:
         raise ParameterError(f"`image` must be a 2-D array of at least 16 x 16 pixels, got shape {pixels.shape}")
-    if not np.isfinite(pixels).all():
+    if not np.isfinite(np.add.reduce(pixels, axis=None, dtype=np.float64)):
         raise ParameterError("`image` contains NaN or infinite values")
     if spacing is not None:
         try:
@@ -166,45 +166,57 @@ def segment(
     body_s = body_mask_small(small, field_s)
     bone_s, bone_raw_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None)
-    up = lambda a: cv2.resize(a, (cols, rows), interpolation=cv2.INTER_LINEAR)  # noqa: E731
-    upm = lambda a: cv2.resize(a.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)  # noqa: E731
-    background = up(bg_small)
-    field_m, body, bone, bone_raw = upm(field_s), upm(body_s), upm(bone_s), upm(bone_raw_s)
+    background = enlarge(bg_small, factor, rows, cols)
+    field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_s, bone_s))
+    # Source grid -> reduced grid (per-box lookups).
+    ridx = np.minimum(np.arange(rows) // factor, small.shape[0] - 1)
+    cidx = np.minimum(np.arange(cols) // factor, small.shape[1] - 1)
 
-    # 2. Residual, smoothing, noise.
+    # 2. Residual; detection on a grid of about detect_spacing_mm (the source grid up to 0.1 mm).
     residual = x - background
+    del background
     sigma_px = params.smoothing_mm / pix_mm
-    smooth = cv2.GaussianBlur(residual, (0, 0), sigmaX=sigma_px) if sigma_px > 0.3 else residual.copy()
-    sample = smooth[::4, ::4][body[::4, ::4]]
+    step = max(1, int(round(params.detect_spacing_mm / pix_mm)))
+    if step > 1:
+        rd = reduce(residual, step)
+        hd, wd = rd.shape
+        body_d = body[::step, ::step][:hd, :wd]
+    else:
+        rd, body_d = residual, body
+    smooth = _blur(rd, sigma_px / step)
+    sub = max(1, 4 // step)
+    sample = smooth[::sub, ::sub][body_d[::sub, ::sub]]
     offset = float(np.median(sample)) if sample.size else 0.0
-    smooth -= offset
-    sigma = noise_sigma_highpass(smooth, body) or 1e-6
+    sigma = noise_sigma_highpass(smooth, body_d, lag=max(1, int(round(4 / step)))) or 1e-6
 
-    search = body.copy()
+    search = body
     roi_mask = _to_mask(roi, x.shape, "roi")
     if roi_mask is not None:
-        search &= roi_mask
+        search = search & roi_mask
     excl = _to_mask(exclude, x.shape, "exclude")
     if excl is not None:
-        search &= ~excl
+        search = search & ~excl
+    search_d = search[::step, ::step][: smooth.shape[0], : smooth.shape[1]] if step > 1 else search
 
     # Coarse scale for faint, extended lesions (clouds, thin plaques).
     sigma2_px = params.coarse_smoothing_mm / pix_mm
-    scales = [(smooth, sigma)]
+    scales = [(smooth, sigma, sigma_px)]
     if params.coarse_smoothing_mm > 0 and sigma2_px > sigma_px:
-        smooth2 = cv2.GaussianBlur(residual, (0, 0), sigmaX=sigma2_px) - offset
+        smooth2 = _blur(rd, sigma2_px / step)
         # At this scale the limit is the anatomical clutter, not the quantum noise:
         # the robust spread of the coarse residual over the body.
         if params.coarse_clutter:
-            sample2 = smooth2[::4, ::4][body[::4, ::4]]
+            sample2 = smooth2[::sub, ::sub][body_d[::sub, ::sub]] - offset
             sigma2 = max(robust_sigma(sample2), sigma * sigma_px / sigma2_px) or 1e-6
         else:
-            sigma2 = noise_sigma_highpass(smooth2, body, lag=max(4, int(round(3 * sigma2_px)))) or 1e-6
+            sigma2 = noise_sigma_highpass(smooth2, body_d, lag=max(1, int(round(3 * sigma2_px / step)))) or 1e-6
         # Cores at this scale need params.coarse_k sigmas; express it in the k_high unit.
-        scales.append((smooth2, sigma2 * params.coarse_k / params.k_high))
+        scales.append((smooth2, sigma2 * params.coarse_k / params.k_high, sigma2_px))
+    del rd
 
     # 3. Confident cores (k_high sigma), brightest first; each grown locally.
     labels = np.zeros(x.shape, np.int32)
+    any_label = False
     levels: dict[int, float] = {}
     rejected: list[dict] = []
     next_id = 1
@@ -215,18 +227,22 @@ def segment(
     ring_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ring_k, ring_k))
     fit_k = 2 * max(1, int(round(params.fit_ring_mm / pix_mm))) + 1
     fit_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (fit_k, fit_k))
-    top = float(x.max())
+    top = float(cv2.minMaxLoc(x)[1])
     sat_level = top - 0.005 * max(top - float(np.percentile(x[::4, ::4], 0.5)), 1e-6)
-    # Bone plus a band around it (cortical edges sit at the Otsu boundary) for rejection.
+    # Bone plus a band around it (cortical edges sit at the Otsu boundary) for rejection;
+    # a band inside the skin line (edge overshoot). Both evaluated per box.
     band_k = 2 * max(1, int(round(params.bone_band_mm / pix_mm))) + 1
+    band_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (band_k, band_k))
     skin_k = 2 * max(1, int(round(params.skin_band_mm / pix_mm))) + 1
-    skin_band = body & ~cv2.erode(body.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (skin_k, skin_k)),
-                                  borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    bone_band = cv2.dilate(bone.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (band_k, band_k))).astype(bool)
-    for smooth, sigma in scales:
-        near = cv2.dilate((labels != 0).astype(np.uint8), ring_se).astype(bool)
-        core_mask = ((smooth >= params.k_high * sigma) & search & ~near).astype(np.uint8)
-        n, comp, stats, _ = cv2.connectedComponentsWithStats(core_mask, connectivity=8)
+    skin_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (skin_k, skin_k))
+    for smooth, sigma, blur_px in scales:
+        thr_core = params.k_high * sigma + offset
+        core_mask = (smooth >= thr_core) & search_d
+        if any_label:
+            lab_d = labels[::step, ::step][: smooth.shape[0], : smooth.shape[1]] if step > 1 else labels
+            core_mask &= ~cv2.dilate((lab_d != 0).astype(np.uint8), _se(max(1, (ring_k // 2) // step))).astype(bool)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(core_mask.view(np.uint8), connectivity=8)
+        del core_mask
         if n <= 1:
             continue
         peaks = np.empty(n - 1)
@@ -235,31 +251,56 @@ def segment(
             box = comp[r0 : r0 + h, c0 : c0 + w] == j
             peaks[j - 1] = smooth[r0 : r0 + h, c0 : c0 + w][box].max()
         order = np.argsort(-peaks) + 1
+        bone_d = bone[::step, ::step] if step > 1 else bone
+        band_r = max(1, (band_k // 2) // step)
+        band_d = _se(band_r)
         for i in order:
-            c0, r0, w, h, area0 = stats[i]
+            c0d, r0d, wd, hd, _ = (int(v) for v in stats[i])
+            c0, r0, w, h, area0 = c0d * step, r0d * step, wd * step, hd * step, int(stats[i][4]) * step * step
             if area0 > max_px:
                 rejected.append(dict(reason="max_area", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
+                continue
+            # Cheap tests on the core's own box (detection grid) before any growth.
+            core_t = comp[r0d : r0d + hd, c0d : c0d + wd] == i
+            lab_t = labels[r0 : r0 + h : step, c0 : c0 + w : step]
+            if (lab_t[core_t] > 0).mean() > 0.5:
+                continue  # part of a lesion already grown from a brighter core
+            # Bone rejection judged on the confident core: a lesion against a bone
+            # has its core off the bone; cortical edges and trabeculae have theirs on it.
+            ya, xa = max(0, r0d - band_r), max(0, c0d - band_r)
+            bt = np.ascontiguousarray(bone_d[ya : r0d + hd + band_r, xa : c0d + wd + band_r]).view(np.uint8)
+            bt = cv2.dilate(bt, band_d)[r0d - ya : r0d - ya + hd, c0d - xa : c0d - xa + wd]
+            if bt[core_t].mean() > params.max_bone_fraction:
+                rejected.append(dict(reason="bone", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
                 continue
             pad = max(pad_min, int(params.grow_size_factor * max(w, h)))
             ra, rb = max(0, r0 - pad), min(rows, r0 + h + pad)
             ca, cb = max(0, c0 - pad), min(cols, c0 + w + pad)
-            core = comp[ra:rb, ca:cb] == i
+            if step > 1:
+                ri = (np.arange(ra, rb) // step).clip(0, comp.shape[0] - 1)
+                ci = (np.arange(ca, cb) // step).clip(0, comp.shape[1] - 1)
+                core = comp[np.ix_(ri, ci)] == i
+            else:
+                core = comp[ra:rb, ca:cb] == i
             taken = labels[ra:rb, ca:cb] > 0
-            if taken[core].mean() > 0.5:
-                continue  # part of a lesion already grown from a brighter core
-            # Bone rejection judged on the confident core: a lesion against a bone
-            # has its core off the bone; cortical edges and trabeculae have theirs on it.
-            bone_frac = float(bone_band[ra:rb, ca:cb][core].mean())
-            if bone_frac > params.max_bone_fraction:
-                rejected.append(dict(reason="bone", area_px=int(area0), bbox=(ra, rb, ca, cb)))
-                continue
-            values = smooth[ra:rb, ca:cb]
+            bone_box = bone[ra:rb, ca:cb]
+            bone_band = cv2.dilate(bone_box.view(np.uint8), band_se).view(bool)
+            if step > 1:
+                m = int(3 * blur_px) + 1
+                ma, mb, na, nb = max(0, ra - m), min(rows, rb + m), max(0, ca - m), min(cols, cb + m)
+                values = _blur(residual[ma:mb, na:nb], blur_px)[ra - ma : rb - ma, ca - na : cb - na] - offset
+                fine = core & (values >= params.k_high * sigma)
+                if fine.any():
+                    core = fine
+            else:
+                values = smooth[ra:rb, ca:cb] - offset
+            bone_raw_box = bone_raw_s[np.ix_(ridx[ra:rb], cidx[ca:cb])]
             allowed = search[ra:rb, ca:cb] & ~taken
             peak = float(values[core].max())
             low = _grow(values >= params.k_low * sigma, core, allowed)
-            if params.ring_fit and bone_raw[ra:rb, ca:cb][core].mean() <= 0.5 and bone_band[ra:rb, ca:cb][low].mean() < 0.2:
+            if params.ring_fit and bone_raw_box[core].mean() <= 0.5 and bone_band[low].mean() < 0.2:
                 keep, ring_bg, peak, local = _grow_ring_fit(
-                    values, background[ra:rb, ca:cb], core, low, allowed, bone[ra:rb, ca:cb], sigma, params,
+                    values, x[ra:rb, ca:cb] - residual[ra:rb, ca:cb], core, low, allowed, bone_box, sigma, params,
                     ring_se, fit_se, (ra == 0 or rb == rows or ca == 0 or cb == cols))
             else:
                 local = values
@@ -278,16 +319,16 @@ def segment(
                     keep = _grow(values >= thr, core, allowed)
             # Weak pixels on the bone are bone texture; strong ones are the lesion overlapping it.
             gpeak = float(values[core].max())
-            keep &= ~(bone[ra:rb, ca:cb] & (values < params.bone_keep_fraction * gpeak))
+            keep &= ~(bone_box & (values < params.bone_keep_fraction * gpeak))
             area = int(keep.sum())
             reason = None
             if area < min_px:
                 reason = "min_area"
             elif area > max_px:
                 reason = "max_area"
-            elif skin_band[ra:rb, ca:cb][keep].mean() > 0.5:
+            elif _skin_band(body, ra, rb, ca, cb, skin_se)[keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
-            elif (max(bone_raw[ra:rb, ca:cb][keep].mean(), bone_raw[ra:rb, ca:cb][core].mean()) > 0.5
+            elif (max(bone_raw_box[keep].mean(), bone_raw_box[core].mean()) > 0.5
                   and _dome_ratio(values, keep) < params.min_dome_ratio):
                 reason = "bone_shape"  # flat or rim-bright (cortex): a short bone, not a tapered nodule
             elif not field_m[ra:rb, ca:cb][keep].all():
@@ -298,6 +339,7 @@ def segment(
                 rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
                 # Do not let a rejected structure seed a lesion again.
                 labels[ra:rb, ca:cb][keep & (labels[ra:rb, ca:cb] == 0)] = -1
+                any_label = True
                 continue
             # A fainter part of a lesion already grown (mottled cloud, lobe of a plaque) joins it.
             touching = labels[ra:rb, ca:cb][cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~keep]
@@ -306,10 +348,38 @@ def segment(
                 labels[ra:rb, ca:cb][keep] = int(np.bincount(touching).argmax())
                 continue
             labels[ra:rb, ca:cb][keep] = next_id
+            any_label = True
             levels[next_id] = ring_bg + offset
             next_id += 1
     labels[labels < 0] = 0
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
+
+
+def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian smoothing (none below 0.3 px)."""
+    return cv2.GaussianBlur(a, (0, 0), sigmaX=sigma_px) if sigma_px > 0.3 else a
+
+
+def _se(radius: int) -> np.ndarray:
+    k = 2 * max(1, radius) + 1
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+
+
+def _skin_band(body: np.ndarray, ra: int, rb: int, ca: int, cb: int, skin_se: np.ndarray) -> np.ndarray:
+    """Band of the body mask inside its outline (the image border counts as outside), in a box."""
+    rows, cols = body.shape
+    b = body[ra:rb, ca:cb]
+    er = cv2.erode(b.view(np.uint8), skin_se)  # outside the box counts as body ...
+    h = skin_se.shape[0] // 2
+    if ra == 0:
+        er[:h] = 0  # ... but not outside the image
+    if rb == rows:
+        er[max(0, er.shape[0] - h):] = 0
+    if ca == 0:
+        er[:, :h] = 0
+    if cb == cols:
+        er[:, max(0, er.shape[1] - h):] = 0
+    return b & ~er.view(bool)
 
 
 def _plane_fit(img: np.ndarray, ring: np.ndarray, order: int = 1) -> np.ndarray:
