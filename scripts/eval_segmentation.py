@@ -186,11 +186,15 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 
+def _pct(v: float) -> str:
+    return "—" if v != v else f"{100 * v:+.1f} %"
+
+
 def row(label: str, s: dict) -> str:
     return (f"| {label} | {s['n']} | {s['nbig']} / {s['nall']} | {s['recall']:.3f} ({s['hits']}/{s['nbig']}) "
             f"| {s['precision']:.3f} ({s['ndet'] - s['nfp']}/{s['ndet']}) | {s['recall_all']:.3f} | {s['precision_all']:.3f} "
             f"| {100 * s['abs_total']:.1f} % ({100 * s['signed_total']:+.1f} %) | {100 * s['p90_total']:.1f} % "
-            f"| {100 * s['lesion_err']:+.1f} % | {s['dice']:.3f} |")
+            f"| {_pct(s['lesion_err'])} | {s['dice']:.3f} |")
 
 
 HEADER = ("| seeds | images | lesions ≥ 5 mm² / all | recall ≥ 5 mm² | precision ≥ 5 mm² | recall (all) | precision (all) "

@@ -187,7 +187,8 @@ def segment(
     sub = max(1, 4 // step)
     sample = smooth[::sub, ::sub][body_d[::sub, ::sub]]
     offset = float(np.median(sample)) if sample.size else 0.0
-    sigma = noise_sigma_highpass(smooth, body_d, lag=max(1, int(round(4 / step)))) or 1e-6
+    # Lag 4 on the detection grid (about 0.15 mm): beyond the correlation of the smoothed noise.
+    sigma = noise_sigma_highpass(smooth, body_d, lag=4) or 1e-6
 
     search = body
     roi_mask = _to_mask(roi, x.shape, "roi")
@@ -209,7 +210,7 @@ def segment(
             sample2 = smooth2[::sub, ::sub][body_d[::sub, ::sub]] - offset
             sigma2 = max(robust_sigma(sample2), sigma * sigma_px / sigma2_px) or 1e-6
         else:
-            sigma2 = noise_sigma_highpass(smooth2, body_d, lag=max(1, int(round(3 * sigma2_px / step)))) or 1e-6
+            sigma2 = noise_sigma_highpass(smooth2, body_d, lag=max(4, int(round(3 * sigma2_px / step)))) or 1e-6
         # Cores at this scale need params.coarse_k sigmas; express it in the k_high unit.
         scales.append((smooth2, sigma2 * params.coarse_k / params.k_high, sigma2_px))
     del rd
