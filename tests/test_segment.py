@@ -237,3 +237,17 @@ def test_ring_fit_option():
     seg = segment(img + prof, spacing_mm=SP, params=SegmentationParams(ring_fit=1, edge_fraction=0.15))
     assert seg.lesion_count == 1
     assert seg.mask.sum() == pytest.approx(area_px, rel=0.10)
+
+
+def test_opaque_marker_not_saturated_not_reported():
+    """A lead letter need not be at the image maximum (a brighter label elsewhere): it is rejected
+    because its excess is many times the contrast of bone over soft tissue."""
+    img, _ = scene(seed=9)
+    img = img + nodule(img.shape, (300, 150), 15, 300)[0]
+    img[80:150, 120:135] += 2500.0  # "L", 6x the bone contrast (400)
+    img[135:150, 120:175] += 2500.0 * (img[135:150, 120:175] < 2500)
+    img[5:8, 5:8] = img.max() + 5000  # a tiny brighter spot sets the image maximum
+    seg = segment(img, spacing_mm=SP)
+    assert seg.labels[300, 150] > 0
+    assert not seg.mask[80:150, 120:175].any()
+    assert "opaque" in {r["reason"] for r in seg.rejected}

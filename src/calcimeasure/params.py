@@ -104,6 +104,9 @@ class SegmentationParams(_Params):
     #: Candidates with more than this fraction of pixels at the image maximum (lead marker,
     #: metal, burned-in text: opaque, saturated) are rejected.
     max_saturated_fraction: float = 0.2
+    #: Candidates whose peak excess exceeds this multiple of the contrast of bone over soft tissue
+    #: are opaque (lead marker, metal; calcifications measured <= 2.3x on the phantoms). 0: off.
+    max_opacity_ratio: float = 3.0
     #: Bone is what survives openings by lines this long (mm), in every orientation's maximum.
     bone_length_mm: float = 16.0
     #: 1: also mark as bone what stands out of the disk-opened soft tissue locally (thin parts of a limb).

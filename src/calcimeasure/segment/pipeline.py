@@ -166,6 +166,12 @@ def segment(
     body_s = body_mask_small(small, field_s)
     bone_s, bone_raw_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None)
+    # Contrast of bone over soft tissue (reduced grid): the scale of "opaque" (metal, lead markers).
+    soft_s = body_s & ~bone_s
+    bone_contrast = (float(np.median(small[bone_s]) - np.median(small[soft_s]))
+                     if bone_s.sum() >= 16 and soft_s.sum() >= 16 else np.inf)
+    if not bone_contrast > 0:
+        bone_contrast = np.inf
     background = enlarge(bg_small, factor, rows, cols)
     field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_s, bone_s))
     # Source grid -> reduced grid (per-box lookups).
@@ -336,6 +342,8 @@ def segment(
                 reason = "field_edge"  # reaches the collimation edge band
             elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
                 reason = "saturated"  # lead marker, metal, burned-in text
+            elif params.max_opacity_ratio > 0 and gpeak > params.max_opacity_ratio * bone_contrast:
+                reason = "opaque"  # far denser than bone over soft tissue: lead marker, metal
             if reason:
                 rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
                 # Do not let a rejected structure seed a lesion again.
