@@ -251,3 +251,17 @@ def test_opaque_marker_not_saturated_not_reported():
     assert seg.labels[300, 150] > 0
     assert not seg.mask[80:150, 120:175].any()
     assert "opaque" in {r["reason"] for r in seg.rejected}
+
+
+def test_elongated_bright_object_is_a_short_bone():
+    """On the bright (bone) class, an elongated dome (a phalanx, axis ratio 3.5) is not a nodule;
+    a round one as bright is."""
+    img, _ = scene(seed=10)
+    short, _ = nodule(img.shape, (120, 150), 12, 900, aspect=3.5)
+    round_, _ = nodule(img.shape, (300, 150), 14, 900)
+    seg = segment(img + short + round_, spacing_mm=SP)
+    assert seg.lesion_count == 1
+    assert seg.labels[300, 150] > 0 and seg.labels[120, 150] == 0
+    assert "bone_shape" in {r["reason"] for r in seg.rejected}
+    off = segment(img + short + round_, spacing_mm=SP, params=SegmentationParams(max_bright_elongation=0))
+    assert off.lesion_count == 2

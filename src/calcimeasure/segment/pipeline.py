@@ -336,8 +336,10 @@ def segment(
             elif _skin_band(body, ra, rb, ca, cb, skin_se)[keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
             elif (max(bone_raw_box[keep].mean(), bone_raw_box[core].mean()) > 0.5
-                  and _dome_ratio(values, keep) < params.min_dome_ratio):
-                reason = "bone_shape"  # flat or rim-bright (cortex): a short bone, not a tapered nodule
+                  and (_dome_ratio(values, keep) < params.min_dome_ratio
+                       or (params.max_bright_elongation > 0 and _elongation(keep) > params.max_bright_elongation))):
+                # Flat or rim-bright (cortex), or elongated: a short bone (phalanx, carpal), not a nodule.
+                reason = "bone_shape"
             elif not field_m[ra:rb, ca:cb][keep].all():
                 reason = "field_edge"  # reaches the collimation edge band
             elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
@@ -480,6 +482,15 @@ def _dome_ratio(values: np.ndarray, region: np.ndarray) -> float:
     if inner.size == 0 or outer.size == 0:
         return np.inf
     return float(np.mean(inner)) / max(float(np.mean(outer)), 1e-6)
+
+
+def _elongation(region: np.ndarray) -> float:
+    """Ratio of the principal axes (square roots of the second-moment eigenvalues); 1 = round."""
+    rr, cc = np.nonzero(region)
+    if rr.size < 5:
+        return 1.0
+    ev = np.linalg.eigvalsh(np.cov(np.vstack([rr, cc]).astype(np.float64)))
+    return float(np.sqrt(max(ev[1], 1e-12) / max(ev[0], 1e-12)))
 
 
 def _grow(cand: np.ndarray, seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
