@@ -118,7 +118,7 @@ class SegmentationParams(_Params):
     bone_band_mm: float = 0.3
     #: A candidate on the bright (bone-class) part of the image must be dome-shaped: mean
     #: contrast of its inner half over its outer part at least this (short bones are not).
-    min_dome_ratio: float = 1.8
+    min_dome_ratio: float = 2.0
     #: ... and not more elongated than this axis ratio (phalanges, metacarpal heads; 0: no limit).
     max_bright_elongation: float = 2.2
     #: Candidates with more than this fraction of their confident core on bone are rejected.
