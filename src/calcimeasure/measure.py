@@ -148,6 +148,17 @@ def _perimeter(mask: np.ndarray, spacing: tuple[float, float]) -> float:
     return total
 
 
+def _touches(mask: np.ndarray, bone: np.ndarray, r0: int, c0: int) -> bool:
+    """Whether a lesion (its box-local mask at (r0, c0)) touches the bone mask (8-connectivity)."""
+    rows, cols = bone.shape
+    a0, b0 = max(r0 - 1, 0), max(c0 - 1, 0)
+    a1, b1 = min(r0 + mask.shape[0] + 1, rows), min(c0 + mask.shape[1] + 1, cols)
+    grown = np.zeros((a1 - a0, b1 - b0), bool)
+    grown[r0 - a0 : r0 - a0 + mask.shape[0], c0 - b0 : c0 - b0 + mask.shape[1]] = mask
+    grown = ndi.binary_dilation(grown, structure=np.ones((3, 3), bool))
+    return bool((grown & bone[a0:a1, b0:b1]).any())
+
+
 def lesion_table(
     labels: np.ndarray,
     pixels: np.ndarray,
@@ -178,7 +189,6 @@ def lesion_table(
     known = spacing_mm is not None
     sp = spacing_mm if known else (1.0, 1.0)
     pixel_area = sp[0] * sp[1]
-    bone_grown = ndi.binary_dilation(bone, iterations=1) if bone is not None else None
     rows = []
     for region in regionprops(labels):
         r0, c0, r1, c1 = region.bbox
@@ -213,7 +223,7 @@ def lesion_table(
             "mean_residual": mean_res,
             "integrated_residual": float(res.sum()) * (pixel_area if known else 1.0),
             "relative_contrast": mean_res / back_level if back_level != 0 else None,
-            "touches_bone": bool(bone_grown[r0:r1, c0:c1][mask].any()) if bone_grown is not None else False,
+            "touches_bone": _touches(mask, bone, r0, c0) if bone is not None else False,
         }
         rows.append(row)
     frame = pd.DataFrame(rows, columns=LESION_COLUMNS)
