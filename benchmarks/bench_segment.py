@@ -177,8 +177,8 @@ process per stage (growth of peak RSS, or numpy's traced peak if larger).
 
 {table}
 
-Cost per megapixel of segment+measure: {", ".join(f"{v:.3f}" for v in per_mpx)} s
-(linear growth means these stay flat).
+Cost per megapixel of segment+measure, smallest to largest film: {", ".join(f"{v:.3f}" for v in per_mpx)} s
+({"no worse than linear: the per-megapixel cost does not grow with size (fixed overheads dominate small films)" if per_mpx[-1] <= per_mpx[0] * 1.1 else "grows faster than linear"}).
 {verdict}"""
 
 
