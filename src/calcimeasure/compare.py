@@ -87,12 +87,14 @@ def classify_response(
         return "not_evaluable"
     if followup_count == 0 or followup_total <= 0:
         return "complete"
-    pct = 100.0 * (followup_total - baseline_total) / baseline_total
-    if pct <= params.partial_pct:
-        return "partial"
-    if pct >= params.progression_pct:
-        return "progression"
-    return "stable"
+    return _band(baseline_total, followup_total, params.partial_pct, params.progression_pct,
+                 ("partial", "stable", "progression"))
+
+
+def _band(before: float, after: float, low_pct: float, high_pct: float, names: tuple[str, str, str]) -> str:
+    """names[0] when the change is <= low_pct, names[2] when >= high_pct, else names[1]."""
+    pct = 100.0 * (after - before) / before
+    return names[0] if pct <= low_pct else names[2] if pct >= high_pct else names[1]
 
 
 def lesion_status(baseline_area: float, followup_area: float, params: ComparisonParams | None = None) -> str:
@@ -102,12 +104,8 @@ def lesion_status(baseline_area: float, followup_area: float, params: Comparison
         return "new"
     if followup_area <= 0:
         return "vanished"
-    pct = 100.0 * (followup_area - baseline_area) / baseline_area
-    if pct <= params.lesion_shrunk_pct:
-        return "shrunk"
-    if pct >= params.lesion_grown_pct:
-        return "grown"
-    return "stable"
+    return _band(baseline_area, followup_area, params.lesion_shrunk_pct, params.lesion_grown_pct,
+                 ("shrunk", "stable", "grown"))
 
 
 def match_lesions(
