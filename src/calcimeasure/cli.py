@@ -37,6 +37,16 @@ def _spacing_arg(text: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     records, failures = [], 0
     for path in iter_files(args.paths):
@@ -86,10 +96,66 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .batch import MeasureConfig, load_params, load_roi, run_measure
+
+    cfg = MeasureConfig(
+        paths=list(args.paths),
+        out_dir=Path(args.out),
+        params=load_params(args.params, args.set),
+        spacing_mm=args.spacing,
+        roi=load_roi(args.roi),
+        jobs=args.jobs,
+        resume=args.resume,
+        force=args.force,
+        overlays=args.overlays,
+        parquet=args.parquet,
+        keep_ids=args.keep_ids,
+        quiet=args.quiet,
+        verbose=args.verbose,
+        command=["calcimeasure", *sys.argv[1:]] if args.argv is None else ["calcimeasure", *args.argv],
+    )
+    return run_measure(cfg).exit_code
+
+
+_MEASURE_EPILOG = """\
+examples:
+  calcimeasure measure sample_images --out results/run1
+  calcimeasure measure films/ --out results/run2 --jobs 4 --parquet
+  calcimeasure measure films/ --out results/run2 --jobs 4 --resume      # continue a killed run
+  calcimeasure measure scan.tif --spacing 0.1 --roi roi.json --out results/scan
+  calcimeasure measure films/ --out results/k5 --params tuned.toml --set k_high=5
+
+outputs (in DIR):
+  measurements.csv  one row per measured image (totals, spacing and its source, params digest)
+  lesions.csv       one row per lesion (area, centroid, Feret, contrast, ...)
+  errors.csv        one row per file that could not be measured (typed error, reason)
+  params.json       parameters used, digest, version;  calcimeasure.log  the run's log
+  overlays/         one PNG per image: contours with lesion ids and a mm scale bar
+  .state/           per-image records behind --resume (the tables are rebuilt from them)
+
+roi file (JSON, (row, col) pixel vertices):
+  [[r, c], [r, c], [r, c], ...]                      one polygon for every image
+  [[[r, c], ...], [[r, c], ...]]                     several polygons for every image
+  {"knee.dcm": [[r, c], ...], "p7/hand.dcm": [...], "*": [...]}   per file name (or path end);
+                                                     "*" = the others (default: whole image)
+
+exit codes: 0 all images measured, 1 some failed (see errors.csv), 2 usage error,
+            130 interrupted (rerun with --resume)
+full reference: docs/cli.md
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calcimeasure",
         description="Measure ectopic calcifications on plain radiographs.",
+        epilog="examples:\n  calcimeasure info sample_images\n"
+        "  calcimeasure measure sample_images --out results/run1 --jobs 4\n"
+        "run 'calcimeasure COMMAND --help' for the options of a command",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"calcimeasure {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -110,6 +176,33 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--frame", type=int, help="frame to read from multi-frame files (0-based)")
     info.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     info.set_defaults(func=_cmd_info)
+
+    meas = sub.add_parser(
+        "measure",
+        help="segment and measure many radiographs into tables, overlays and a log (resumable)",
+        description="Segment and measure every radiograph under PATH (files, or folders searched\n"
+        "recursively) and write the results into DIR: per-image and per-lesion tables, the files\n"
+        "that failed with their typed error, overlays, the parameters and a log. A bad file never\n"
+        "stops the run. Input folders are never written to.",
+        epilog=_MEASURE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    meas.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    meas.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (created if needed)")
+    meas.add_argument("--roi", metavar="FILE", help="JSON polygon(s) of (row, col) vertices, for all images or per file name")
+    meas.add_argument("--spacing", type=_spacing_arg, metavar="MM", help="pixel spacing in mm (ROW,COL or one value); overrides the files")
+    meas.add_argument("--jobs", "-j", type=_positive_int, default=1, metavar="N", help="images measured in parallel by local processes (default 1)")
+    meas.add_argument("--params", metavar="FILE", help="segmentation parameters (.toml or .json: name = value; a run's params.json works too)")
+    meas.add_argument("--set", action="append", metavar="NAME=VALUE", help="set one segmentation parameter (repeatable; wins over --params)")
+    meas.add_argument("--resume", action="store_true", help="continue a previous run in DIR: images already measured with the same settings are not measured again")
+    meas.add_argument("--force", action="store_true", help="discard a previous run in DIR (without --resume), and allow DIR inside an input folder")
+    meas.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True, help="write an overlay PNG per image (default: yes)")
+    meas.add_argument("--parquet", action="store_true", help="also write the tables as Parquet (needs pyarrow: pip install 'calcimeasure[parquet]')")
+    meas.add_argument("--keep-ids", action="store_true", help="also report the raw Patient ID (default: only the pseudonymous patient_key)")
+    verbosity = meas.add_mutually_exclusive_group()
+    verbosity.add_argument("--quiet", "-q", action="store_true", help="print errors only")
+    verbosity.add_argument("--verbose", "-v", action="store_true", help="print one line per image")
+    meas.set_defaults(func=_cmd_measure)
     return parser
 
 
@@ -120,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    args.argv = None if argv is None else list(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

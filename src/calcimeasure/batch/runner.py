@@ -1,0 +1,370 @@
+"""``calcimeasure measure``: measure many radiographs into tables, overlays and a log.
+
+:func:`run_measure` does discovery, output-folder checks, scheduling (inline or
+local processes), the resume store, progress and the output files. The
+per-image work is :func:`calcimeasure.batch.worker.measure_one`; the scheduling
+is :func:`execute`, which a Dask back end can replace (same task, same record).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..discovery import iter_files
+from ..params import SegmentationParams
+from .config import BatchUsageError, RoiSpec, check_out_dir, is_inside
+from .outputs import atomic_write_json, clean_temp_files, parquet_available, write_tables
+from .progress import Reporter
+from .resume import StateStore, settings_key
+from .worker import ImageTask, error_record, measure_one
+
+__all__ = ["MeasureConfig", "RunSummary", "run_measure", "execute", "OUTPUT_FILES"]
+
+log = logging.getLogger("calcimeasure.batch")
+
+#: Files (and folders) of ``DIR`` that belong to a run; ``--force`` removes them.
+OUTPUT_FILES = (
+    "measurements.csv",
+    "lesions.csv",
+    "errors.csv",
+    "measurements.parquet",
+    "lesions.parquet",
+    "errors.parquet",
+    "params.json",
+)
+EXIT_OK, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class MeasureConfig:
+    """Options of a ``measure`` run (the command line maps one to one)."""
+
+    paths: list[str]
+    out_dir: Path
+    params: SegmentationParams = field(default_factory=SegmentationParams)
+    spacing_mm: tuple[float, float] | None = None
+    roi: RoiSpec = field(default_factory=RoiSpec)
+    jobs: int = 1
+    resume: bool = False
+    force: bool = False
+    overlays: bool = True
+    parquet: bool = False
+    keep_ids: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    #: Seconds between rewrites of the tables during a run (they are always written at the end).
+    flush_every_s: float = 30.0
+    #: Seconds between plain progress lines when not on a terminal.
+    progress_every_s: float = 10.0
+    command: list[str] | None = None
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    measured: int = 0  #: images with a row in measurements.csv
+    computed: int = 0  #: ... of which measured in this run
+    reused: int = 0  #: ... of which taken from the state of a previous run (--resume)
+    failed: int = 0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduling
+
+
+def _died(task: ImageTask) -> dict[str, Any]:
+    return error_record(
+        task.path,
+        RuntimeError("the worker process died while measuring this image (crash or out of memory)"),
+    )
+
+
+def execute(
+    items: Iterable[tuple[int, ImageTask]],
+    fn: Callable[[ImageTask], dict[str, Any]] = measure_one,
+    *,
+    jobs: int = 1,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Run ``fn`` on every task; yield ``(id, record)`` as they finish (any order).
+
+    ``jobs == 1`` runs inline. Otherwise a ``ProcessPoolExecutor`` (spawned
+    processes) with at most ``2 * jobs`` tasks in flight. If a worker process dies
+    (segfault, out-of-memory kill), the pool is restarted and the tasks that were
+    in flight are retried one at a time: the one that kills a worker alone is
+    recorded as an ``InternalError``; the others are measured normally.
+    """
+    if jobs <= 1:
+        for tid, task in items:
+            try:
+                yield tid, fn(task)
+            except Exception as exc:  # noqa: BLE001 - fn should not raise; never lose an image
+                yield tid, error_record(task.path, exc, tb=traceback.format_exc())
+        return
+
+    source = iter(items)
+    suspects: deque[tuple[int, ImageTask]] = deque()
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    inflight: dict[Any, tuple[int, ImageTask, bool]] = {}
+    exhausted = False
+    try:
+        while True:
+            # Submit: suspects one at a time in isolation, else fill the window.
+            if suspects:
+                if not inflight:
+                    tid, task = suspects.popleft()
+                    inflight[pool.submit(fn, task)] = (tid, task, True)
+            else:
+                while not exhausted and len(inflight) < 2 * jobs:
+                    nxt = next(source, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    inflight[pool.submit(fn, nxt[1])] = (nxt[0], nxt[1], False)
+            if not inflight:
+                if exhausted and not suspects:
+                    return
+                continue
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                tid, task, isolated = inflight.pop(fut)
+                try:
+                    yield tid, fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if isolated:
+                        yield tid, _died(task)
+                    else:
+                        suspects.append((tid, task))
+                except Exception as exc:  # noqa: BLE001 - e.g. a pickling failure
+                    yield tid, error_record(task.path, exc, tb=traceback.format_exc())
+            if broken:
+                log.warning("a worker process died; restarting the pool and retrying the images in flight")
+                for fut, (tid, task, isolated) in list(inflight.items()):
+                    if fut.done() and not fut.exception():
+                        yield tid, fut.result()
+                    else:
+                        suspects.append((tid, task))
+                inflight.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _setup_logging(out_dir: Path, reporter: Reporter) -> list[logging.Handler]:
+    fh = logging.FileHandler(out_dir / "calcimeasure.log", encoding="utf-8")
+    fh.setLevel(logging.DEBUG)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    handlers = [fh, reporter.handler]
+    for h in handlers:
+        log.addHandler(h)
+    return handlers
+
+
+def _prepare_out_dir(cfg: MeasureConfig, store: StateStore) -> None:
+    out = cfg.out_dir
+    previous = not store.is_empty() or any((out / n).exists() for n in OUTPUT_FILES)
+    if previous and not cfg.resume:
+        if not cfg.force:
+            raise BatchUsageError(
+                f"--out {out} holds a previous run: pass --resume to continue it, or --force to "
+                "discard it and start afresh (or choose another --out)"
+            )
+        store.clear()
+        for name in OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
+        if (out / "overlays").is_dir():
+            shutil.rmtree(out / "overlays")
+
+
+def run_measure(cfg: MeasureConfig) -> RunSummary:
+    """Measure every image under ``cfg.paths`` into ``cfg.out_dir`` (see docs/cli.md).
+
+    Raises
+    ------
+    BatchUsageError
+        Output folder inside an input folder (without ``force``), a previous run in
+        the output folder (without ``resume`` or ``force``), ``--parquet`` without pyarrow.
+    """
+    out = Path(cfg.out_dir)
+    check_out_dir(out, cfg.paths, force=cfg.force)
+    if cfg.parquet and not parquet_available():
+        raise BatchUsageError(
+            "--parquet needs pyarrow, which is not installed: pip install 'calcimeasure[parquet]' "
+            "(or pip install pyarrow)"
+        )
+    if cfg.jobs < 1:
+        raise BatchUsageError(f"--jobs must be at least 1, got {cfg.jobs}")
+
+    files = [p for p in iter_files(cfg.paths) if not (out.exists() and p.exists() and is_inside(p, out))]
+    out.mkdir(parents=True, exist_ok=True)
+    store = StateStore(out)
+    _prepare_out_dir(cfg, store)
+    store.create()
+    overlay_dir = out / "overlays"
+    if cfg.overlays:
+        overlay_dir.mkdir(exist_ok=True)
+    stale = clean_temp_files([out, store.dir, overlay_dir])
+
+    summary = RunSummary(total=len(files))
+    reporter = Reporter(len(files), quiet=cfg.quiet, verbose=cfg.verbose, interval=cfg.progress_every_s)
+    handlers = _setup_logging(out, reporter)
+    try:
+        return _run(cfg, out, files, store, overlay_dir, reporter, summary, stale)
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def _run(cfg, out, files, store, overlay_dir, reporter, summary, stale) -> RunSummary:
+    salt = os.environ.get("CALCIMEASURE_PATIENT_SALT")
+    params_dict = cfg.params.to_dict()
+    log.info(
+        "calcimeasure %s measure: %d input file(s), out=%s, jobs=%d, params %s%s",
+        __version__, len(files), out, cfg.jobs, cfg.params.digest(), ", resume" if cfg.resume else "",
+    )
+    if cfg.command is not None:
+        log.debug("command: %s", " ".join(cfg.command))
+    if stale:
+        log.info("removed %d temporary file(s) left by an interrupted run", stale)
+    for key in cfg.roi.unmatched_keys(files):
+        log.warning("--roi: %r matches no input file", key)
+    if not files:
+        log.warning("no input files found under %s", ", ".join(map(str, cfg.paths)))
+
+    atomic_write_json(
+        out / "params.json",
+        {
+            "calcimeasure_version": __version__,
+            "params_digest": cfg.params.digest(),
+            "segmentation": params_dict,
+            "spacing_mm": list(cfg.spacing_mm) if cfg.spacing_mm else None,
+            "roi_file": cfg.roi.source,
+            "roi_sha256": cfg.roi.sha256,
+            "keep_ids": cfg.keep_ids,
+            "command": cfg.command,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+
+    tasks: list[ImageTask] = []
+    skeys: list[str] = []
+    done_names: dict[int, str] = {}
+    records: dict[int, dict[str, Any]] = {}
+    for path in files:
+        task = ImageTask(
+            path=str(path),
+            params=params_dict,
+            spacing_mm=cfg.spacing_mm,
+            roi=cfg.roi.for_file(path),
+            keep_ids=cfg.keep_ids,
+            overlay_dir=str(overlay_dir) if cfg.overlays else None,
+            salt=salt,
+        )
+        tasks.append(task)
+        skeys.append(settings_key(task, __version__))
+
+    todo: list[tuple[int, ImageTask]] = []
+    if cfg.resume:
+        store.index()
+    for i, task in enumerate(tasks):
+        name = store.find_done(task.path, skeys[i]) if cfg.resume else None
+        if name is not None:
+            rec = store.read(name)
+            ov = rec["image"].get("overlay")
+            if cfg.overlays and not (ov and (out / ov).is_file()):
+                name = None  # its overlay is missing (e.g. first run with --no-overlays): measure again
+        if name is None:
+            todo.append((i, task))
+        else:
+            done_names[i] = name
+            records[i] = rec
+            summary.reused += 1
+            log.info("reused %s (measured in a previous run)", task.path)
+    if cfg.resume:
+        log.info("resume: %d image(s) already done, %d to measure", summary.reused, len(todo))
+
+    def flush() -> None:
+        write_tables(out, [records[i] for i in sorted(records)], keep_ids=cfg.keep_ids, parquet=cfg.parquet)
+
+    last_flush = time.monotonic()
+    with reporter:
+        for _ in range(summary.reused):
+            reporter.advance(True, skipped=True)
+        try:
+            for i, record in execute(todo, measure_one, jobs=cfg.jobs):
+                task = tasks[i]
+                if record.get("traceback"):
+                    log.debug("traceback for %s:\n%s", task.path, record["traceback"].rstrip())
+                name, stored = store.put(task.path, skeys[i], record)
+                done_names[i] = name
+                records[i] = stored
+                if record["status"] == "ok":
+                    summary.computed += 1
+                    im = record["image"]
+                    area = (f"{im['total_area_mm2']:.2f} mm2" if im["total_area_mm2"] is not None
+                            else f"{im['total_area_px']} px")
+                    log.info("measured %s: %d lesion(s), %s, %.2f s", task.path, im["lesion_count"], area, im["elapsed_s"])
+                else:
+                    e = record["error"]
+                    log.error("failed %s: %s: %s", task.path, e["error"], e["reason"])
+                reporter.advance(record["status"] == "ok")
+                if time.monotonic() - last_flush >= cfg.flush_every_s:
+                    flush()
+                    last_flush = time.monotonic()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+
+    # Final tables, rebuilt from the store (the same records a later --resume reads).
+    final = {}
+    for i in sorted(done_names):
+        try:
+            final[i] = store.read(done_names[i])
+        except (OSError, ValueError):  # pragma: no cover - records are written atomically
+            final[i] = records[i]
+    records = final
+    flush()
+    summary.failed = sum(1 for r in records.values() if r.get("status") != "ok")
+    summary.measured = sum(1 for r in records.values() if r.get("status") == "ok")
+    msg = (
+        f"{summary.measured} image(s) measured ({summary.computed} now, {summary.reused} reused from a "
+        f"previous run), {summary.failed} failed, of {summary.total}; results in {out}"
+    )
+    if summary.interrupted:
+        msg = f"interrupted: {msg}; run again with --resume to finish"
+        log.warning(msg)
+    else:
+        log.info("run finished: " + msg)
+        if not cfg.quiet and not cfg.verbose:
+            reporter.print(msg)
+    return summary
