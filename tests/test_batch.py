@@ -196,7 +196,8 @@ def test_exit_codes_and_output_inside_input_folder(tmp_path):
     assert main(["measure", str(src), "--out", str(src / "results")]) == 2  # refused
     assert main(["measure", str(src), "--out", str(src)]) == 2
     assert tree_digest(src) == before and not (src / "results").exists()
-    assert main(["measure", str(src), "--out", str(tmp_path / "o1"), "-q"]) == 0
+    assert main(["measure", str(src), str(src / "film00.dcm"), "--out", str(tmp_path / "o1"), "-q"]) == 0
+    assert len(pd.read_csv(tmp_path / "o1" / "measurements.csv")) == 1  # a file named twice is measured once
     assert main(["measure", str(src), str(tmp_path / "missing.dcm"), "--out", str(tmp_path / "o2"), "-q"]) == 1
     err = pd.read_csv(tmp_path / "o2" / "errors.csv")
     assert list(err["error"]) == ["ImageNotFoundError"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -39,7 +38,7 @@ def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
 
 def assert_same_tables(a: Path, b: Path) -> None:
-    for ta, tb in zip(tables(a), tables(b)):
+    for ta, tb in zip(tables(a), tables(b), strict=True):
         pd.testing.assert_frame_equal(ta, tb, check_exact=True)
 
 

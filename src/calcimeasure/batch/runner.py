@@ -100,6 +100,13 @@ def _died(task: ImageTask) -> dict[str, Any]:
     )
 
 
+def _worker_init() -> None:
+    """Workers ignore Ctrl-C: the main process handles it (finishes the images in flight, writes the tables)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def execute(
     items: Iterable[tuple[int, ImageTask]],
     fn: Callable[[ImageTask], dict[str, Any]] = measure_one,
@@ -125,7 +132,7 @@ def execute(
     source = iter(items)
     suspects: deque[tuple[int, ImageTask]] = deque()
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
     inflight: dict[Any, tuple[int, ImageTask, bool]] = {}
     exhausted = False
     try:
@@ -146,7 +153,21 @@ def execute(
                 if exhausted and not suspects:
                     return
                 continue
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            try:
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                # Ctrl-C (workers ignore it): hand over the images in flight as they finish, then stop.
+                log.warning("interrupted: finishing the %d image(s) in flight", len(inflight))
+                for fut, (tid, _task, _isolated) in list(inflight.items()):
+                    try:
+                        rec = fut.result()
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception:  # noqa: BLE001 - measured again on --resume
+                        continue
+                    inflight.pop(fut)
+                    yield tid, rec
+                raise
             broken = False
             for fut in done:
                 tid, task, isolated = inflight.pop(fut)
@@ -162,14 +183,14 @@ def execute(
                     yield tid, error_record(task.path, exc, tb=traceback.format_exc())
             if broken:
                 log.warning("a worker process died; restarting the pool and retrying the images in flight")
-                for fut, (tid, task, isolated) in list(inflight.items()):
+                for fut, (tid, task, _isolated) in list(inflight.items()):
                     if fut.done() and not fut.exception():
                         yield tid, fut.result()
                     else:
                         suspects.append((tid, task))
                 inflight.clear()
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -225,7 +246,13 @@ def run_measure(cfg: MeasureConfig) -> RunSummary:
     if cfg.jobs < 1:
         raise BatchUsageError(f"--jobs must be at least 1, got {cfg.jobs}")
 
-    files = [p for p in iter_files(cfg.paths) if not (out.exists() and p.exists() and is_inside(p, out))]
+    files, seen = [], set()
+    for p in iter_files(cfg.paths):
+        key = os.path.abspath(p)
+        if key in seen or (out.exists() and p.exists() and is_inside(p, out)):
+            continue  # named twice (a folder and a file in it), or one of our own outputs
+        seen.add(key)
+        files.append(p)
     out.mkdir(parents=True, exist_ok=True)
     store = StateStore(out)
     _prepare_out_dir(cfg, store)
