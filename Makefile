@@ -9,7 +9,7 @@ JOBS   ?= auto
 .PHONY: setup demo test test-fast sample-images clean help
 
 help:
-	@echo "make demo           set up .venv and run calcimeasure on sample_images/"
+	@echo "make demo           set up .venv and measure sample_images/ into results/sample_images/"
 	@echo "make test           set up .venv and run the whole test suite"
 	@echo "make sample-images  regenerate sample_images/ from the phantom generator"
 
@@ -24,6 +24,8 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/calcimeasure info sample_images
+	$(BIN)/calcimeasure measure sample_images --out results/sample_images --resume
+	@echo "tables and overlays: results/sample_images/ (measurements.csv, lesions.csv, errors.csv, overlays/)"
 
 test: setup
 	$(BIN)/python -m pytest -n $(JOBS)

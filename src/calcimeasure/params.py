@@ -67,6 +67,39 @@ class SegmentationParams(_Params):
     coarse_k: float = 8.0
     #: 1: the coarse-scale sigma is the anatomical clutter (robust spread of the coarse residual); 0: noise.
     coarse_clutter: int = 0
+    #: 1: off the bone, the background is a smooth soft-tissue surface fitted through the soft
+    #: tissue (normalized convolution, lesion candidates left out, iterated); 0: openings only.
+    soft_background: int = 0
+    #: Gaussian scale (mm) of the soft-tissue surface.
+    soft_sigma_mm: float = 2.0
+    #: Band (mm) around the bone mask left out of the soft-tissue fit (blurred cortical edge).
+    soft_bone_margin_mm: float = 1.0
+    #: Candidates left out of the fit: excess over the surface above this many clutter sigmas ...
+    soft_k: float = 4.0
+    #: ... grown down to this many (hysteresis), and dilated by soft_candidate_margin_mm.
+    soft_k_low: float = 1.5
+    #: Dilation (mm) of the candidates left out of the soft-tissue fit.
+    soft_candidate_margin_mm: float = 1.5
+    #: In the soft tissue the background is also at least the line opening of this length (mm): long
+    #: straight interfaces (fat / muscle planes, skin folds) are not lesions; plaques are shorter. 0: off.
+    soft_line_mm: float = 25.0
+    #: 1: the noise sigma is the robust spread of the smoothed residual over the fitted soft tissue
+    #: (0: high-pass over the whole body, which counts bone texture and edges as noise).
+    noise_from_soft: int = 1
+    #: ... at least this fraction of the high-pass sigma over the whole body.
+    min_noise_fraction: float = 0.4
+    #: 1: the bone left out of the soft-tissue fit also includes :func:`segment.bone.bone_mask_small`
+    #: (soft-tissue excess, shape and chain rules: covers the whole bone).
+    soft_bone_mask: int = 1
+    #: Candidates fainter than faint_peak_k sigmas at their peak must be dome-shaped (inner / outer
+    #: contrast >= min_dome_ratio_faint) and compact (solidity >= min_solidity_faint). 0: off.
+    min_dome_ratio_faint: float = 0.0
+    faint_peak_k: float = 20.0
+    min_solidity_faint: float = 0.6
+    #: ... and not streak-like (second-moment axis ratio <= max_elongation_faint; plaques <= ~4). 0: off.
+    max_elongation_faint: float = 3.5
+    #: Fit / candidate iterations of the soft-tissue surface.
+    soft_iterations: int = 3
     #: Core threshold, in robust noise sigmas of the smoothed residual.
     k_high: float = 6.0
     #: Extent threshold, in robust noise sigmas (hysteresis low).

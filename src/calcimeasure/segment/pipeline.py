@@ -11,7 +11,9 @@ from scipy import ndimage as ndi
 from ..errors import ParameterError
 from ..params import SegmentationParams
 from ..radiograph import Radiograph
-from .background import background_small, enlarge, noise_sigma_highpass, reduce, robust_sigma
+from .background import (background_small, enlarge, noise_sigma_highpass, reduce, robust_sigma,
+                         soft_tissue_background)
+from .bone import bone_mask_small as bone_zone_small
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small
 
 __all__ = ["segment", "Segmentation"]
@@ -172,6 +174,9 @@ def segment(
                      if bone_s.sum() >= 16 and soft_s.sum() >= 16 else np.inf)
     if not bone_contrast > 0:
         bone_contrast = np.inf
+    soft_s = None
+    if params.soft_background:
+        bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params)
     background = enlarge(bg_small, factor, rows, cols)
     field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_s, bone_s))
     # Source grid -> reduced grid (per-box lookups).
@@ -195,6 +200,18 @@ def segment(
     offset = float(np.median(sample)) if sample.size else 0.0
     # Lag 4 on the detection grid (about 0.15 mm): beyond the correlation of the smoothed noise.
     sigma = noise_sigma_highpass(smooth, body_d, lag=4) or 1e-6
+    if soft_s is not None and params.noise_from_soft:
+        # Noise (and residual clutter) where it matters: the smoothed residual over the soft tissue
+        # used for the surface (no bone texture, no lesion candidates, no anatomy edges).
+        soft_full = enlarge(soft_s, factor, rows, cols, nearest=True)
+        soft_d = soft_full[::step, ::step][: smooth.shape[0], : smooth.shape[1]] if step > 1 else soft_full
+        del soft_full
+        sample = smooth[::sub, ::sub][soft_d[::sub, ::sub]]
+        if sample.size >= 256:
+            offset = float(np.median(sample))
+            # ... but never far below the high-pass estimate over the whole body: soft tissue in the
+            # toe of the tone curve is quieter than the rest of the film.
+            sigma = max(robust_sigma(sample), params.min_noise_fraction * sigma) or sigma
 
     search = body
     roi_mask = _to_mask(roi, x.shape, "roi")
@@ -340,6 +357,13 @@ def segment(
                        or (params.max_bright_elongation > 0 and _elongation(keep) > params.max_bright_elongation))):
                 # Flat or rim-bright (cortex), or elongated: a short bone (phalanx, carpal), not a nodule.
                 reason = "bone_shape"
+            elif (params.min_dome_ratio_faint > 0 and gpeak < params.faint_peak_k * sigma
+                  and (_dome_ratio(values, keep) < params.min_dome_ratio_faint
+                       or _solidity(keep) < params.min_solidity_faint
+                       or (params.max_elongation_faint > 0 and _elongation(keep) > params.max_elongation_faint))):
+                # Faint, flat, ragged or streak-like: soft-tissue interface or texture, not a calcification
+                # (a deposit is densest inside and fades to its outline; its outline is compact).
+                reason = "flat"
             elif not field_m[ra:rb, ca:cb][keep].all():
                 reason = "field_edge"  # reaches the collimation edge band
             elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
@@ -364,6 +388,55 @@ def segment(
             next_id += 1
     labels[labels < 0] = 0
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
+
+
+def _soft_background(small, body, bone, bg_open, spacing_small_mm, params) -> np.ndarray:
+    """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
+
+    The surface is the normalized convolution of the image over the soft tissue
+    (body minus the bone and a ``soft_bone_margin_mm`` band), with lesion
+    candidates — pixels standing ``soft_k`` clutter sigmas above the current
+    surface, grown to ``soft_k_low`` and dilated — left out and interpolated
+    from around them; ``soft_iterations`` rounds. Unlike an opening, it does not
+    need the lesion to be narrower than a structuring element (plaques, clouds,
+    lesions filling a finger's width stand out of it).
+    """
+    def se(mm):
+        return _se(max(1, int(round(mm / spacing_small_mm))))
+
+    if params.soft_bone_mask:
+        bone = bone | bone_zone_small(small, body, spacing_small_mm)
+    bone_zone = cv2.dilate(bone.view(np.uint8), se(params.soft_bone_margin_mm)).view(bool)
+    usable0 = body & ~bone_zone
+    if usable0.sum() < 64:
+        return bg_open, None
+    # The surface is smooth on the scale of soft_sigma_mm: fit it on a grid of at most
+    # two thirds of that (area-reduced, fractional weights), bring it back linearly.
+    g = max(1, int(params.soft_sigma_mm / (1.5 * spacing_small_mm)))
+    rows_s, cols_s = small.shape
+    coarse = reduce(small, g)
+    where = reduce(body.astype(np.float32), g) > 0
+    sigma_px = params.soft_sigma_mm / (spacing_small_mm * g)
+    usable = usable0
+    cand_se = se(params.soft_candidate_margin_mm)
+    surface = bg_open
+    cand = np.zeros(small.shape, bool)
+    for _ in range(max(1, int(params.soft_iterations))):
+        wgt = reduce(usable.astype(np.float32), g)
+        fit = soft_tissue_background(coarse, wgt, sigma_px, fallback=reduce(bg_open, g), where=where)
+        surface = enlarge(fit, g, rows_s, cols_s)
+        r = small - surface
+        clutter = robust_sigma(r[usable]) or 1e-6
+        # Candidates accumulate over the rounds (no oscillation of the holes).
+        cand |= _grow(r > params.soft_k_low * clutter, r > params.soft_k * clutter, body)
+        usable = usable0 & ~cv2.dilate(cand.view(np.uint8), cand_se).view(bool)
+        if usable.sum() < 64:
+            break
+    if params.soft_line_mm > 0:
+        lines = elongated_opening(small, int(round(params.soft_line_mm / spacing_small_mm)))
+        surface = np.maximum(surface, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
+    out = np.where(body & ~bone_zone, surface, bg_open)
+    return out.astype(np.float32), usable
 
 
 def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -482,6 +555,15 @@ def _dome_ratio(values: np.ndarray, region: np.ndarray) -> float:
     if inner.size == 0 or outer.size == 0:
         return np.inf
     return float(np.mean(inner)) / max(float(np.mean(outer)), 1e-6)
+
+
+def _solidity(region: np.ndarray) -> float:
+    """Area over convex-hull area (1 = convex)."""
+    pts = cv2.findNonZero(region.astype(np.uint8))
+    if pts is None or len(pts) < 5:
+        return 1.0
+    hull = cv2.contourArea(cv2.convexHull(pts))
+    return float(region.sum()) / max(hull, 1.0)
 
 
 def _elongation(region: np.ndarray) -> float:
