@@ -18,12 +18,15 @@ import numpy as np
 from ..errors import CalcimeasureError, ParameterError
 from ..params import SegmentationParams
 
-__all__ = ["BatchUsageError", "RoiSpec", "load_params", "parse_set", "load_roi", "check_out_dir", "is_inside"]
+__all__ = ["BatchUsageError", "RoiSpec", "load_params", "parse_set", "load_roi", "check_out_dir", "is_inside",
+           "load_comparison"]
 
 #: Keys of a ``params.json`` written by ``calcimeasure measure`` that are not
 #: parameters (so that file can be given back to ``--params``).
 _PARAMS_FILE_META = {"calcimeasure_version", "params_digest", "spacing_mm", "roi_file", "roi_sha256",
-                     "keep_ids", "settings_key", "command", "created"}
+                     "keep_ids", "settings_key", "command", "created",
+                     # written by `calcimeasure study` / `compare` (the comparison table is read by load_comparison)
+                     "comparison", "comparison_digest", "manifest_file", "manifest_sha256", "vs_previous"}
 
 
 class BatchUsageError(CalcimeasureError):
@@ -88,6 +91,7 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
             raise BatchUsageError(f"--params {p}: not valid {p.suffix[1:].upper()} ({exc})") from None
         if not isinstance(loaded, dict):
             raise BatchUsageError(f"--params {p}: expected a table of name = value")
+        loaded = {k: v for k, v in loaded.items() if k != "comparison"}
         if "segmentation" in loaded:
             if not isinstance(loaded["segmentation"], dict):
                 raise BatchUsageError(f"--params {p}: 'segmentation' must be a table of name = value")
@@ -106,6 +110,43 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         raise BatchUsageError(f"bad segmentation parameters: {exc}") from None
     except TypeError as exc:
         raise BatchUsageError(f"bad segmentation parameters: {exc}") from None
+
+
+def load_comparison(path: str | Path | None = None, *, partial_pct: float | None = None,
+                    progression_pct: float | None = None):
+    """:class:`~calcimeasure.ComparisonParams` from the ``[comparison]`` table of a
+    ``--params`` file (TOML or JSON; a run's ``params.json`` works too) and the
+    ``--partial-pct`` / ``--progression-pct`` options (which win)."""
+    from dataclasses import fields as _fields
+
+    from ..compare import ComparisonParams
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = p.read_bytes().decode("utf-8")
+            loaded = tomllib.loads(raw) if p.suffix.lower() == ".toml" else json.loads(raw)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise BatchUsageError(f"--params {p}: cannot read ({exc})") from None
+        table = loaded.get("comparison") if isinstance(loaded, dict) else None
+        if table is not None:
+            if not isinstance(table, dict):
+                raise BatchUsageError(f"--params {p}: 'comparison' must be a table of name = value")
+            known = {f.name for f in _fields(ComparisonParams)}
+            unknown = set(table) - known
+            if unknown:
+                raise BatchUsageError(f"--params {p}: unknown comparison parameter(s) {', '.join(sorted(unknown))}; "
+                                      f"known: {', '.join(sorted(known))}")
+            data.update(table)
+    if partial_pct is not None:
+        data["partial_pct"] = partial_pct
+    if progression_pct is not None:
+        data["progression_pct"] = progression_pct
+    try:
+        return ComparisonParams(**data)
+    except (ParameterError, TypeError) as exc:
+        raise BatchUsageError(f"bad comparison parameters: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,9 +54,14 @@ def _window(rg: Radiograph) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thick: int) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, _SHADOW, thick + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, _TEXT, thick, cv2.LINE_AA)
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, thick: int,
+          colour: tuple[int, int, int] = _TEXT) -> None:
+    """Text with a dark outline. The outline is the same text drawn at one-pixel offsets
+    (a thicker stroke would change the glyph advance with some OpenCV font back ends)."""
+    x, y = org
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, 1), (-1, 1), (1, -1)):
+        cv2.putText(img, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, _SHADOW, thick, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
 
 
 def render_overlay(

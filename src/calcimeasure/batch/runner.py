@@ -71,6 +71,10 @@ class MeasureConfig:
     #: Seconds between plain progress lines when not on a terminal.
     progress_every_s: float = 10.0
     command: list[str] | None = None
+    #: Run on a new local Dask cluster (``--dask``) of ``jobs`` workers (at least 2).
+    dask: bool = False
+    #: Run on the Dask cluster at this address (``--scheduler``).
+    scheduler: str | None = None
 
 
 @dataclass
@@ -112,8 +116,12 @@ def execute(
     fn: Callable[[ImageTask], dict[str, Any]] = measure_one,
     *,
     jobs: int = 1,
+    client: Any = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Run ``fn`` on every task; yield ``(id, record)`` as they finish (any order).
+
+    With a Dask ``client`` the tasks run on its cluster
+    (:func:`calcimeasure.batch.dask_backend.execute_dask`) and ``jobs`` is ignored.
 
     ``jobs == 1`` runs inline. Otherwise a ``ProcessPoolExecutor`` (spawned
     processes) with at most ``2 * jobs`` tasks in flight. If a worker process dies
@@ -121,6 +129,11 @@ def execute(
     in flight are retried one at a time: the one that kills a worker alone is
     recorded as an ``InternalError``; the others are measured normally.
     """
+    if client is not None:
+        from .dask_backend import execute_dask
+
+        yield from execute_dask(items, fn, client)
+        return
     if jobs <= 1:
         for tid, task in items:
             try:
@@ -227,6 +240,41 @@ def _prepare_out_dir(cfg: MeasureConfig, store: StateStore) -> None:
             shutil.rmtree(out / "overlays")
 
 
+def discover(paths: list[str], out: Path) -> list[Path]:
+    """Input files under ``paths`` in order, each once, leaving out ``out`` (our own outputs)."""
+    files, seen = [], set()
+    for p in iter_files(paths):
+        key = os.path.abspath(p)
+        if key in seen or (out.exists() and p.exists() and is_inside(p, out)):
+            continue  # named twice (a folder and a file in it), or one of our own outputs
+        seen.add(key)
+        files.append(p)
+    return files
+
+
+def check_backend(jobs: int, dask: bool, scheduler: str | None) -> None:
+    """Usage errors of ``--jobs``, ``--dask``, ``--scheduler`` (before anything is read)."""
+    if jobs < 1:
+        raise BatchUsageError(f"--jobs must be at least 1, got {jobs}")
+    if dask and scheduler:
+        raise BatchUsageError("--dask starts a local cluster and --scheduler connects to one: give only one")
+    if dask or scheduler:
+        from .dask_backend import _require
+
+        _require()
+
+
+def backend_client(jobs: int, dask: bool, scheduler: str | None):
+    """A context manager giving the Dask client of the run, or ``None`` (local processes)."""
+    import contextlib
+
+    if not (dask or scheduler):
+        return contextlib.nullcontext(None)
+    from .dask_backend import dask_client
+
+    return dask_client(scheduler=scheduler, local_workers=max(2, jobs))
+
+
 def run_measure(cfg: MeasureConfig) -> RunSummary:
     """Measure every image under ``cfg.paths`` into ``cfg.out_dir`` (see docs/cli.md).
 
@@ -243,16 +291,9 @@ def run_measure(cfg: MeasureConfig) -> RunSummary:
             "--parquet needs pyarrow, which is not installed: pip install 'calcimeasure[parquet]' "
             "(or pip install pyarrow)"
         )
-    if cfg.jobs < 1:
-        raise BatchUsageError(f"--jobs must be at least 1, got {cfg.jobs}")
+    check_backend(cfg.jobs, cfg.dask, cfg.scheduler)
 
-    files, seen = [], set()
-    for p in iter_files(cfg.paths):
-        key = os.path.abspath(p)
-        if key in seen or (out.exists() and p.exists() and is_inside(p, out)):
-            continue  # named twice (a folder and a file in it), or one of our own outputs
-        seen.add(key)
-        files.append(p)
+    files = discover(cfg.paths, out)
     out.mkdir(parents=True, exist_ok=True)
     store = StateStore(out)
     _prepare_out_dir(cfg, store)
@@ -273,12 +314,112 @@ def run_measure(cfg: MeasureConfig) -> RunSummary:
             h.close()
 
 
+def image_tasks(files: list[Path], *, params: dict[str, Any], spacing_mm, roi: RoiSpec, keep_ids: bool,
+                overlay_dir: Path | None, salt: str | None) -> tuple[list[ImageTask], list[str]]:
+    """The measure tasks of ``files`` and their resume settings keys."""
+    tasks: list[ImageTask] = []
+    skeys: list[str] = []
+    for path in files:
+        task = ImageTask(
+            path=str(path),
+            params=params,
+            spacing_mm=spacing_mm,
+            roi=roi.for_file(path),
+            keep_ids=keep_ids,
+            overlay_dir=str(overlay_dir) if overlay_dir is not None else None,
+            salt=salt,
+        )
+        tasks.append(task)
+        skeys.append(settings_key(task, __version__))
+    return tasks, skeys
+
+
+def measure_stage(
+    tasks: list[ImageTask],
+    skeys: list[str],
+    *,
+    out: Path,
+    store: StateStore,
+    resume: bool,
+    overlays: bool,
+    jobs: int,
+    client: Any,
+    reporter: Reporter,
+    summary: RunSummary,
+    flush: Callable[[dict[int, dict[str, Any]]], None],
+    flush_every_s: float,
+) -> dict[int, dict[str, Any]]:
+    """Measure ``tasks`` (reusing the records of a previous run with ``resume``),
+    store each record, advance ``reporter``; return ``{input index: record}`` as
+    read back from the store. Sets ``summary.interrupted`` on Ctrl-C."""
+    done_names: dict[int, str] = {}
+    records: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[int, ImageTask]] = []
+    if resume:
+        store.index()
+    for i, task in enumerate(tasks):
+        name = store.find_done(task.path, skeys[i]) if resume else None
+        if name is not None:
+            rec = store.read(name)
+            ov = rec["image"].get("overlay")
+            if overlays and not (ov and (out / ov).is_file()):
+                name = None  # its overlay is missing (e.g. first run with --no-overlays): measure again
+        if name is None:
+            todo.append((i, task))
+        else:
+            done_names[i] = name
+            records[i] = rec
+            summary.reused += 1
+            log.info("reused %s (measured in a previous run)", task.path)
+    if resume:
+        log.info("resume: %d image(s) already done, %d to measure", summary.reused, len(todo))
+
+    last_flush = time.monotonic()
+    for _ in range(summary.reused):
+        reporter.advance(True, skipped=True)
+    try:
+        for i, record in execute(todo, measure_one, jobs=jobs, client=client):
+            task = tasks[i]
+            if record.get("traceback"):
+                log.debug("traceback for %s:\n%s", task.path, record["traceback"].rstrip())
+            name, stored = store.put(task.path, skeys[i], record)
+            done_names[i] = name
+            records[i] = stored
+            if record["status"] == "ok":
+                summary.computed += 1
+                im = record["image"]
+                area = (f"{im['total_area_mm2']:.2f} mm2" if im["total_area_mm2"] is not None
+                        else f"{im['total_area_px']} px")
+                log.info("measured %s: %d lesion(s), %s, %.2f s", task.path, im["lesion_count"], area, im["elapsed_s"])
+            else:
+                e = record["error"]
+                log.error("failed %s: %s: %s", task.path, e["error"], e["reason"])
+            reporter.advance(record["status"] == "ok")
+            if time.monotonic() - last_flush >= flush_every_s:
+                flush(records)
+                last_flush = time.monotonic()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+
+    # Rebuilt from the store (the same records a later --resume reads).
+    final = {}
+    for i in sorted(done_names):
+        try:
+            final[i] = store.read(done_names[i])
+        except (OSError, ValueError):  # pragma: no cover - records are written atomically
+            final[i] = records[i]
+    summary.failed = sum(1 for r in final.values() if r.get("status") != "ok")
+    summary.measured = sum(1 for r in final.values() if r.get("status") == "ok")
+    return final
+
+
 def _run(cfg, out, files, store, overlay_dir, reporter, summary, stale) -> RunSummary:
     salt = os.environ.get("CALCIMEASURE_PATIENT_SALT")
     params_dict = cfg.params.to_dict()
+    backend = "dask " + (cfg.scheduler or "local cluster") if (cfg.dask or cfg.scheduler) else f"jobs={cfg.jobs}"
     log.info(
-        "calcimeasure %s measure: %d input file(s), out=%s, jobs=%d, params %s%s",
-        __version__, len(files), out, cfg.jobs, cfg.params.digest(), ", resume" if cfg.resume else "",
+        "calcimeasure %s measure: %d input file(s), out=%s, %s, params %s%s",
+        __version__, len(files), out, backend, cfg.params.digest(), ", resume" if cfg.resume else "",
     )
     if cfg.command is not None:
         log.debug("command: %s", " ".join(cfg.command))
@@ -304,85 +445,17 @@ def _run(cfg, out, files, store, overlay_dir, reporter, summary, stale) -> RunSu
         },
     )
 
-    tasks: list[ImageTask] = []
-    skeys: list[str] = []
-    done_names: dict[int, str] = {}
-    records: dict[int, dict[str, Any]] = {}
-    for path in files:
-        task = ImageTask(
-            path=str(path),
-            params=params_dict,
-            spacing_mm=cfg.spacing_mm,
-            roi=cfg.roi.for_file(path),
-            keep_ids=cfg.keep_ids,
-            overlay_dir=str(overlay_dir) if cfg.overlays else None,
-            salt=salt,
-        )
-        tasks.append(task)
-        skeys.append(settings_key(task, __version__))
+    tasks, skeys = image_tasks(files, params=params_dict, spacing_mm=cfg.spacing_mm, roi=cfg.roi,
+                               keep_ids=cfg.keep_ids, overlay_dir=overlay_dir if cfg.overlays else None, salt=salt)
 
-    todo: list[tuple[int, ImageTask]] = []
-    if cfg.resume:
-        store.index()
-    for i, task in enumerate(tasks):
-        name = store.find_done(task.path, skeys[i]) if cfg.resume else None
-        if name is not None:
-            rec = store.read(name)
-            ov = rec["image"].get("overlay")
-            if cfg.overlays and not (ov and (out / ov).is_file()):
-                name = None  # its overlay is missing (e.g. first run with --no-overlays): measure again
-        if name is None:
-            todo.append((i, task))
-        else:
-            done_names[i] = name
-            records[i] = rec
-            summary.reused += 1
-            log.info("reused %s (measured in a previous run)", task.path)
-    if cfg.resume:
-        log.info("resume: %d image(s) already done, %d to measure", summary.reused, len(todo))
-
-    def flush() -> None:
+    def flush(records: dict[int, dict[str, Any]]) -> None:
         write_tables(out, [records[i] for i in sorted(records)], keep_ids=cfg.keep_ids, parquet=cfg.parquet)
 
-    last_flush = time.monotonic()
-    with reporter:
-        for _ in range(summary.reused):
-            reporter.advance(True, skipped=True)
-        try:
-            for i, record in execute(todo, measure_one, jobs=cfg.jobs):
-                task = tasks[i]
-                if record.get("traceback"):
-                    log.debug("traceback for %s:\n%s", task.path, record["traceback"].rstrip())
-                name, stored = store.put(task.path, skeys[i], record)
-                done_names[i] = name
-                records[i] = stored
-                if record["status"] == "ok":
-                    summary.computed += 1
-                    im = record["image"]
-                    area = (f"{im['total_area_mm2']:.2f} mm2" if im["total_area_mm2"] is not None
-                            else f"{im['total_area_px']} px")
-                    log.info("measured %s: %d lesion(s), %s, %.2f s", task.path, im["lesion_count"], area, im["elapsed_s"])
-                else:
-                    e = record["error"]
-                    log.error("failed %s: %s: %s", task.path, e["error"], e["reason"])
-                reporter.advance(record["status"] == "ok")
-                if time.monotonic() - last_flush >= cfg.flush_every_s:
-                    flush()
-                    last_flush = time.monotonic()
-        except KeyboardInterrupt:
-            summary.interrupted = True
-
-    # Final tables, rebuilt from the store (the same records a later --resume reads).
-    final = {}
-    for i in sorted(done_names):
-        try:
-            final[i] = store.read(done_names[i])
-        except (OSError, ValueError):  # pragma: no cover - records are written atomically
-            final[i] = records[i]
-    records = final
-    flush()
-    summary.failed = sum(1 for r in records.values() if r.get("status") != "ok")
-    summary.measured = sum(1 for r in records.values() if r.get("status") == "ok")
+    with reporter, backend_client(cfg.jobs, cfg.dask, cfg.scheduler) as client:
+        records = measure_stage(tasks, skeys, out=out, store=store, resume=cfg.resume, overlays=cfg.overlays,
+                                jobs=cfg.jobs, client=client, reporter=reporter, summary=summary, flush=flush,
+                                flush_every_s=cfg.flush_every_s)
+    flush(records)
     msg = (
         f"{summary.measured} image(s) measured ({summary.computed} now, {summary.reused} reused from a "
         f"previous run), {summary.failed} failed, of {summary.total}; results in {out}"

@@ -1,0 +1,142 @@
+"""Running batch tasks on a Dask ``distributed`` cluster (``--dask``, ``--scheduler``).
+
+The tasks are the same plain functions the local back end runs
+(:func:`~calcimeasure.batch.worker.measure_one`,
+:func:`~calcimeasure.batch.pairs.compare_one`): submitted with
+``client.submit``, collected with ``as_completed``. Workers read the files by
+path — the inputs and the output folder (overlays, pair pictures) must be on a
+file system the workers share, at the same paths — and return small records,
+never pixel arrays. Workers need the same calcimeasure version installed.
+
+``distributed`` is optional: ``pip install 'calcimeasure[dask]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .config import BatchUsageError
+from .worker import error_record
+
+__all__ = ["dask_available", "dask_client", "execute_dask"]
+
+log = logging.getLogger("calcimeasure.batch")
+
+
+def dask_available() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require() -> None:
+    if not dask_available():
+        raise BatchUsageError(
+            "--dask / --scheduler need dask.distributed, which is not installed: "
+            "pip install 'calcimeasure[dask]'"
+        )
+
+
+@contextlib.contextmanager
+def dask_client(*, scheduler: str | None = None, local_workers: int = 2, processes: bool = True,
+                threads_per_worker: int = 1) -> Iterator[Any]:
+    """A connected ``distributed.Client``: to ``scheduler`` (an address such as
+    ``tcp://10.0.0.5:8786``), or else to a new ``LocalCluster`` of
+    ``local_workers`` worker processes (one thread each) on the loopback
+    interface, closed on exit.
+
+    A local cluster spawns processes: call this from code run under
+    ``if __name__ == "__main__":`` (the ``calcimeasure`` command is).
+    """
+    _require()
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise BatchUsageError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        try:
+            log.info("dask: connected to %s (%d worker(s))", scheduler, len(client.scheduler_info().get("workers", {})))
+            yield client
+        finally:
+            client.close()
+        return
+    # Quiet, loopback only, no dashboard.
+    with dask.config.set({"logging.distributed": "error"}):
+        cluster = LocalCluster(
+            n_workers=local_workers,
+            threads_per_worker=threads_per_worker,
+            processes=processes,
+            host="127.0.0.1",
+            scheduler_port=0,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+        try:
+            log.info("dask: local cluster of %d worker(s) at %s", local_workers, cluster.scheduler_address)
+            yield client
+        finally:
+            client.close()
+            cluster.close()
+
+
+def _path_of(task: Any) -> str:
+    return getattr(task, "path", None) or getattr(task, "followup", None) or "?"
+
+
+def execute_dask(
+    items: Iterable[tuple[int, Any]],
+    fn: Callable[[Any], dict[str, Any]],
+    client: Any,
+    *,
+    window: int | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Like :func:`calcimeasure.batch.runner.execute`, on a Dask client: yield
+    ``(id, record)`` as tasks finish. At most ``window`` tasks are in flight
+    (default: 4 per worker thread) so that a huge cohort is not submitted at once.
+    A task whose worker died repeatedly (``KilledWorker``) or that raised becomes an
+    ``InternalError`` record."""
+    from distributed import as_completed
+
+    if window is None:
+        try:
+            threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        except Exception:  # noqa: BLE001
+            threads = 2
+        window = max(2, 4 * max(1, threads))
+    source = iter(items)
+    meta: dict[Any, tuple[int, Any]] = {}
+    ac = as_completed()
+    for _ in range(window):
+        nxt = next(source, None)
+        if nxt is None:
+            break
+        fut = client.submit(fn, nxt[1], pure=False)
+        meta[fut] = nxt
+        ac.add(fut)
+    try:
+        for fut in ac:
+            tid, task = meta.pop(fut)
+            try:
+                rec = fut.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, pickling errors, ...
+                rec = error_record(_path_of(task), exc, tb=traceback.format_exc())
+            fut.release()
+            nxt = next(source, None)
+            if nxt is not None:
+                nf = client.submit(fn, nxt[1], pure=False)
+                meta[nf] = nxt
+                ac.add(nf)
+            yield tid, rec
+    finally:
+        for fut in list(meta):
+            fut.cancel()
