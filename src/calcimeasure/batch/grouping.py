@@ -211,6 +211,8 @@ class PairPlan:
     @property
     def interval_days(self) -> int | None:
         b, f = self.baseline.sort_key, self.followup.sort_key
+        if isinstance(b, tuple):  # manifest: (kind, value)
+            b, f = b[1], f[1]
         if isinstance(b, _dt.date) and isinstance(f, _dt.date):
             return (f - b).days
         return None

@@ -40,7 +40,8 @@ th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top} 
 td.num{text-align:right;font-variant-numeric:tabular-nums} .pair{margin:18px 0 34px}
 img.pair-picture{max-width:100%;height:auto;border:1px solid #888;background:#202020}
 img.plot{max-width:100%;height:auto} .resp{font-weight:600;padding:1px 6px;border-radius:3px;color:#fff}
-.flags{color:#a04000} pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:0.85em}
+.flags{color:#a04000} .wide{overflow-x:auto} #cohort td{white-space:nowrap}
+#cohort td.flags{white-space:normal;min-width:240px;max-width:420px;font-size:0.92em} pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:0.85em}
 """
 
 _SCRIPT = """
@@ -111,7 +112,7 @@ def waterfall_png(changes: pd.DataFrame, partial_pct: float = -25.0, progression
     n = len(d)
     cap = 300.0
     shown = d["pct"].clip(upper=cap).to_numpy()
-    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.35 * n + 3)), 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(min(14, max(7, 0.35 * n + 3)), 4.2), dpi=110)
     colours = [_RESPONSE_COLOURS.get(r, "#666") for r in d["response"]]
     x = np.arange(n)
     ax.bar(x, shown, color=colours, edgecolor="#333", linewidth=0.4)
@@ -122,8 +123,8 @@ def waterfall_png(changes: pd.DataFrame, partial_pct: float = -25.0, progression
     ax.axhline(partial_pct, color="#0072B2", ls="--", lw=1)
     ax.axhline(progression_pct, color="#D55E00", ls="--", lw=1)
     ax.axhline(0, color="#333", lw=0.8)
-    ax.text(n - 0.5, progression_pct, f" +{progression_pct:g} %", va="bottom", ha="right", fontsize=8, color="#D55E00")
-    ax.text(n - 0.5, partial_pct, f" {partial_pct:g} %", va="top", ha="right", fontsize=8, color="#0072B2")
+    ax.text(-0.55, progression_pct, f"+{progression_pct:g} %", va="bottom", ha="left", fontsize=8, color="#D55E00")
+    ax.text(-0.55, partial_pct, f"{partial_pct:g} %", va="top", ha="left", fontsize=8, color="#0072B2")
     ax.set_xticks(x)
     ax.set_xticklabels(d["pair_id"], rotation=90 if n > 8 else 0, fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
@@ -155,6 +156,8 @@ def _table(frame: pd.DataFrame, columns: list[tuple[str, str, str]], *, table_id
                 cells.append(f"<td>{_resp(v)}</td>")
             elif f:
                 cells.append(f'<td class="num">{_num(v, f)}</td>')
+            elif c == "flags":
+                cells.append(f'<td class="flags">{_e(v)}</td>')
             else:
                 cells.append(f"<td>{_e(v)}</td>")
         attr = f' data-{row_attr}="{_e(rec.get(row_attr))}"' if row_attr else ""
@@ -217,7 +220,7 @@ def build_report(out: Path, tables: dict[str, pd.DataFrame], settings: dict[str,
         parts.append("<p>No pair with a % change.</p>")
 
     parts.append("<h2>Cohort</h2>")
-    parts.append(_table(changes, _COHORT, table_id="cohort", row_attr="pair_id"))
+    parts.append('<div class="wide">' + _table(changes, _COHORT, table_id="cohort", row_attr="pair_id") + "</div>")
 
     parts.append("<h2>Pairs</h2>")
     for rec in changes.to_dict(orient="records"):
