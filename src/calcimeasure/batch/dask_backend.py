@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -47,7 +48,7 @@ def _require() -> None:
 def dask_client(*, scheduler: str | None = None, local_workers: int = 2, processes: bool = True,
                 threads_per_worker: int = 1) -> Iterator[Any]:
     """A connected ``distributed.Client``: to ``scheduler`` (an address such as
-    ``tcp://10.0.0.5:8786``), or else to a new ``LocalCluster`` of
+    ``tcp://10.0.0.5:8786``; connection timeout ``$CALCIMEASURE_DASK_TIMEOUT`` s, default 20), or else to a new ``LocalCluster`` of
     ``local_workers`` worker processes (one thread each) on the loopback
     interface, closed on exit.
 
@@ -59,8 +60,9 @@ def dask_client(*, scheduler: str | None = None, local_workers: int = 2, process
     from distributed import Client, LocalCluster
 
     if scheduler:
+        timeout = float(os.environ.get("CALCIMEASURE_DASK_TIMEOUT", "20"))
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=f"{timeout}s")
         except (OSError, TimeoutError) as exc:
             raise BatchUsageError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
         try:
@@ -77,7 +79,7 @@ def dask_client(*, scheduler: str | None = None, local_workers: int = 2, process
             processes=processes,
             host="127.0.0.1",
             scheduler_port=0,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port on the loopback host (never the shared 8787)
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)

@@ -49,6 +49,7 @@ class Reporter:
         stream: TextIO | None = None,
         interval: float = 10.0,
         description: str = "measuring",
+        unit: str = "img",
     ) -> None:
         self.total = total
         self.quiet = quiet
@@ -56,6 +57,7 @@ class Reporter:
         self.stream = stream or sys.stderr
         self.interval = interval
         self.description = description
+        self.unit = unit
         self.done = 0
         self.failed = 0
         self._start = time.monotonic()
@@ -123,7 +125,7 @@ class Reporter:
         self.done += 1
         self.failed += 0 if ok else 1
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, rate=f"{self.rate():.2f} img/s", failed=self.failed)
+            self._progress.update(self._task, advance=1, rate=f"{self.rate():.2f} {self.unit}/s", failed=self.failed)
             return
         if self.quiet:
             return
@@ -133,5 +135,5 @@ class Reporter:
             pct = 100.0 * self.done / self.total if self.total else 100.0
             self.print(
                 f"{self.description} {self.done}/{self.total} ({pct:.0f} %), {self.failed} failed, "
-                f"{self.rate():.2f} img/s, ETA {_fmt_eta(self.eta())}"
+                f"{self.rate():.2f} {self.unit}/s, ETA {_fmt_eta(self.eta())}"
             )

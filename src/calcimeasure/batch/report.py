@@ -123,8 +123,6 @@ def waterfall_png(changes: pd.DataFrame, partial_pct: float = -25.0, progression
     ax.axhline(partial_pct, color="#0072B2", ls="--", lw=1)
     ax.axhline(progression_pct, color="#D55E00", ls="--", lw=1)
     ax.axhline(0, color="#333", lw=0.8)
-    ax.text(-0.55, progression_pct, f"+{progression_pct:g} %", va="bottom", ha="left", fontsize=8, color="#D55E00")
-    ax.text(-0.55, partial_pct, f"{partial_pct:g} %", va="top", ha="left", fontsize=8, color="#0072B2")
     ax.set_xticks(x)
     ax.set_xticklabels(d["pair_id"], rotation=90 if n > 8 else 0, fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
@@ -134,8 +132,13 @@ def waterfall_png(changes: pd.DataFrame, partial_pct: float = -25.0, progression
     ax.set_ylabel("total calcified area change (%)")
     ax.set_title("Per-pair change of total lesion area (follow-up vs baseline)", fontsize=10)
     present = [r for r in _RESPONSE_COLOURS if r in set(d["response"])]
-    ax.legend(handles=[Patch(color=_RESPONSE_COLOURS[r], label=r) for r in present], fontsize=8, loc="upper right",
-              frameon=False)
+    from matplotlib.lines import Line2D
+
+    handles = [Patch(color=_RESPONSE_COLOURS[r], label=r) for r in present] + [
+        Line2D([], [], color="#D55E00", ls="--", lw=1, label=f"progression band {progression_pct:+g} %"),
+        Line2D([], [], color="#0072B2", ls="--", lw=1, label=f"partial band {partial_pct:+g} %"),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

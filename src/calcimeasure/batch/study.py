@@ -316,7 +316,7 @@ def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summar
                 summary.pairs_reused += 1
                 log.info("reused pair %s (compared in a previous run)", t.pair_id)
         preporter = Reporter(len(ptasks), quiet=cfg.quiet, verbose=cfg.verbose, interval=cfg.progress_every_s,
-                             stream=reporter.stream, description="comparing")
+                             stream=reporter.stream, description="comparing", unit="pair")
         log.removeHandler(reporter.handler)
         log.addHandler(preporter.handler)
         try:
