@@ -69,7 +69,7 @@ class SegmentationParams(_Params):
     coarse_clutter: int = 0
     #: 1: off the bone, the background is a smooth soft-tissue surface fitted through the soft
     #: tissue (normalized convolution, lesion candidates left out, iterated); 0: openings only.
-    soft_background: int = 0
+    soft_background: int = 1
     #: Gaussian scale (mm) of the soft-tissue surface.
     soft_sigma_mm: float = 2.0
     #: Band (mm) around the bone mask left out of the soft-tissue fit (blurred cortical edge).
@@ -78,6 +78,8 @@ class SegmentationParams(_Params):
     soft_k: float = 4.0
     #: ... grown down to this many (hysteresis), and dilated by soft_candidate_margin_mm.
     soft_k_low: float = 1.5
+    #: First candidates: excess over the disk opening above this many of its clutter sigmas (0: none).
+    soft_seed_k: float = 4.0
     #: Dilation (mm) of the candidates left out of the soft-tissue fit.
     soft_candidate_margin_mm: float = 1.5
     #: In the soft tissue the background is also at least the line opening of this length (mm): long
@@ -93,9 +95,17 @@ class SegmentationParams(_Params):
     soft_bone_mask: int = 1
     #: Candidates fainter than faint_peak_k sigmas at their peak must be dome-shaped (inner / outer
     #: contrast >= min_dome_ratio_faint) and compact (solidity >= min_solidity_faint). 0: off.
-    min_dome_ratio_faint: float = 0.0
+    min_dome_ratio_faint: float = 2.0
     faint_peak_k: float = 20.0
     min_solidity_faint: float = 0.6
+    #: ... a compact one (solidity >= compact_solidity) peaking at >= compact_peak_k sigmas needs only
+    #: min_dome_ratio_compact (mottled clouds are flatter than nodules).
+    compact_solidity: float = 0.75
+    compact_peak_k: float = 10.0
+    min_dome_ratio_compact: float = 1.6
+    #: With the faint rules on: candidates smaller than small_area_mm2 need a peak of small_peak_k sigmas.
+    small_area_mm2: float = 5.0
+    small_peak_k: float = 10.0
     #: ... and not streak-like (second-moment axis ratio <= max_elongation_faint; plaques <= ~4). 0: off.
     max_elongation_faint: float = 3.5
     #: Fit / candidate iterations of the soft-tissue surface.

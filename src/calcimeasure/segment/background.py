@@ -98,6 +98,7 @@ def soft_tissue_background(
     fallback: np.ndarray,
     min_weight: float = 0.3,
     where: np.ndarray | None = None,
+    scales: tuple[float, ...] = (1.0, 2.0, 4.0),
 ) -> np.ndarray:
     """Smooth soft-tissue surface through the ``usable`` pixels (normalized convolution).
 
@@ -108,7 +109,7 @@ def soft_tissue_background(
     """
     out = fallback.astype(np.float32).copy()
     todo = np.ones(small.shape, bool) if where is None else where.copy()
-    for k in (1.0, 2.0, 4.0):
+    for k in scales:
         est, den = local_quadratic_fit(small, usable, sigma_px * k, where=todo)
         ok = todo & (den >= min_weight) & np.isfinite(est)
         out[ok] = est[ok]

@@ -176,7 +176,8 @@ def segment(
         bone_contrast = np.inf
     soft_s = None
     if params.soft_background:
-        bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params)
+        bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params,
+                                            seed_background=bg_disk)
     background = enlarge(bg_small, factor, rows, cols)
     field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_s, bone_s))
     # Source grid -> reduced grid (per-box lookups).
@@ -200,14 +201,16 @@ def segment(
     offset = float(np.median(sample)) if sample.size else 0.0
     # Lag 4 on the detection grid (about 0.15 mm): beyond the correlation of the smoothed noise.
     sigma = noise_sigma_highpass(smooth, body_d, lag=4) or 1e-6
+    clutter_d = body_d  # where the coarse-scale clutter is measured
     if soft_s is not None and params.noise_from_soft:
         # Noise (and residual clutter) where it matters: the smoothed residual over the soft tissue
         # used for the surface (no bone texture, no lesion candidates, no anatomy edges).
-        soft_full = enlarge(soft_s, factor, rows, cols, nearest=True)
-        soft_d = soft_full[::step, ::step][: smooth.shape[0], : smooth.shape[1]] if step > 1 else soft_full
-        del soft_full
+        hd_, wd_ = smooth.shape
+        soft_d = soft_s[np.ix_(np.minimum(np.arange(hd_) * step // factor, soft_s.shape[0] - 1),
+                               np.minimum(np.arange(wd_) * step // factor, soft_s.shape[1] - 1))]
         sample = smooth[::sub, ::sub][soft_d[::sub, ::sub]]
         if sample.size >= 256:
+            clutter_d = soft_d
             offset = float(np.median(sample))
             # ... but never far below the high-pass estimate over the whole body: soft tissue in the
             # toe of the tone curve is quieter than the rest of the film.
@@ -230,7 +233,7 @@ def segment(
         # At this scale the limit is the anatomical clutter, not the quantum noise:
         # the robust spread of the coarse residual over the body.
         if params.coarse_clutter:
-            sample2 = smooth2[::sub, ::sub][body_d[::sub, ::sub]] - offset
+            sample2 = smooth2[::sub, ::sub][clutter_d[::sub, ::sub]] - offset
             sigma2 = max(robust_sigma(sample2), sigma * sigma_px / sigma2_px) or 1e-6
         else:
             sigma2 = noise_sigma_highpass(smooth2, body_d, lag=max(4, int(round(3 * sigma2_px / step)))) or 1e-6
@@ -278,6 +281,10 @@ def segment(
         bone_d = bone[::step, ::step] if step > 1 else bone
         band_r = max(1, (band_k // 2) // step)
         band_d = _se(band_r)
+        # Skin band on the detection grid: cores lying in it are edge overshoot (tested before growth).
+        body_dd = np.ascontiguousarray(body[::step, ::step][: smooth.shape[0], : smooth.shape[1]]).view(np.uint8)
+        skin_d = body_dd.view(bool) & ~cv2.erode(body_dd, _se(max(1, (skin_k // 2) // step)),
+                                                 borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
         for i in order:
             c0d, r0d, wd, hd, _ = (int(v) for v in stats[i])
             c0, r0, w, h, area0 = c0d * step, r0d * step, wd * step, hd * step, int(stats[i][4]) * step * step
@@ -296,6 +303,9 @@ def segment(
             bt = cv2.dilate(bt, band_d)[r0d - ya : r0d - ya + hd, c0d - xa : c0d - xa + wd]
             if bt[core_t].mean() > params.max_bone_fraction:
                 rejected.append(dict(reason="bone", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
+                continue
+            if skin_d[r0d : r0d + hd, c0d : c0d + wd][core_t].mean() > 0.5:
+                rejected.append(dict(reason="skin_edge", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
                 continue
             pad = max(pad_min, int(params.grow_size_factor * max(w, h)))
             ra, rb = max(0, r0 - pad), min(rows, r0 + h + pad)
@@ -357,9 +367,11 @@ def segment(
                        or (params.max_bright_elongation > 0 and _elongation(keep) > params.max_bright_elongation))):
                 # Flat or rim-bright (cortex), or elongated: a short bone (phalanx, carpal), not a nodule.
                 reason = "bone_shape"
+            elif (params.min_dome_ratio_faint > 0 and area * pixel_area < params.small_area_mm2
+                  and gpeak < params.small_peak_k * sigma):
+                reason = "faint_small"  # a small deposit is dense (dots peak far above this): a noise blob
             elif (params.min_dome_ratio_faint > 0 and gpeak < params.faint_peak_k * sigma
-                  and (_dome_ratio(values, keep) < params.min_dome_ratio_faint
-                       or _solidity(keep) < params.min_solidity_faint
+                  and (_flat(_dome_ratio(values, keep), _solidity(keep), gpeak / sigma, params)
                        or (params.max_elongation_faint > 0 and _elongation(keep) > params.max_elongation_faint))):
                 # Faint, flat, ragged or streak-like: soft-tissue interface or texture, not a calcification
                 # (a deposit is densest inside and fades to its outline; its outline is compact).
@@ -390,7 +402,7 @@ def segment(
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
-def _soft_background(small, body, bone, bg_open, spacing_small_mm, params) -> np.ndarray:
+def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None):
     """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
 
     The surface is the normalized convolution of the image over the soft tissue
@@ -410,9 +422,10 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params) -> np
     usable0 = body & ~bone_zone
     if usable0.sum() < 64:
         return bg_open, None
-    # The surface is smooth on the scale of soft_sigma_mm: fit it on a grid of at most
-    # two thirds of that (area-reduced, fractional weights), bring it back linearly.
-    g = max(1, int(params.soft_sigma_mm / (1.5 * spacing_small_mm)))
+    # The surface is smooth on the scale of soft_sigma_mm: fit it on a grid of about that
+    # spacing (area-reduced, fractional weights; measured better than a finer grid, which
+    # follows faint clouds), bring it back linearly.
+    g = max(1, int(params.soft_sigma_mm / spacing_small_mm))
     rows_s, cols_s = small.shape
     coarse = reduce(small, g)
     where = reduce(body.astype(np.float32), g) > 0
@@ -421,9 +434,22 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params) -> np
     cand_se = se(params.soft_candidate_margin_mm)
     surface = bg_open
     cand = np.zeros(small.shape, bool)
-    for _ in range(max(1, int(params.soft_iterations))):
+    if seed_background is not None and params.soft_seed_k > 0:
+        # First candidates from the disk opening's residual: a quadratic surface is flexible
+        # enough to follow a faint cloud it was never told to leave out.
+        r0 = small - seed_background
+        c0 = robust_sigma(r0[usable0]) or 1e-6
+        cand = _grow(r0 > params.soft_k_low * c0, r0 > params.soft_seed_k * c0, body) & ~bone_zone
+        usable = usable0 & ~cv2.dilate(cand.view(np.uint8), cand_se).view(bool)
+        if usable.sum() < 64:
+            usable, cand = usable0, np.zeros(small.shape, bool)
+    n_iter = max(1, int(params.soft_iterations))
+    for it in range(n_iter):
         wgt = reduce(usable.astype(np.float32), g)
-        fit = soft_tissue_background(coarse, wgt, sigma_px, fallback=reduce(bg_open, g), where=where)
+        # Candidate rounds need the surface where it is well supported only; the wider
+        # scales that bridge large holes are fitted in the last round.
+        fit = soft_tissue_background(coarse, wgt, sigma_px, fallback=reduce(bg_open, g), where=where,
+                                     scales=(1.0, 2.0, 4.0) if it == n_iter - 1 else (1.0,))
         surface = enlarge(fit, g, rows_s, cols_s)
         r = small - surface
         clutter = robust_sigma(r[usable]) or 1e-6
@@ -555,6 +581,15 @@ def _dome_ratio(values: np.ndarray, region: np.ndarray) -> float:
     if inner.size == 0 or outer.size == 0:
         return np.inf
     return float(np.mean(inner)) / max(float(np.mean(outer)), 1e-6)
+
+
+def _flat(dome: float, solidity: float, peak_k: float, params: SegmentationParams) -> bool:
+    """Faint-candidate shape test: not dome-shaped enough for its compactness and peak, or ragged."""
+    if solidity < params.min_solidity_faint:
+        return True
+    if solidity >= params.compact_solidity and peak_k >= params.compact_peak_k:
+        return dome < params.min_dome_ratio_compact  # a compact outline (mottled cloud) may be flatter
+    return dome < params.min_dome_ratio_faint
 
 
 def _solidity(region: np.ndarray) -> float:
