@@ -41,9 +41,9 @@ chromium:
 		echo "          tests/test_report.py fails without it"; \
 	fi
 
-# --dist loadgroup: the heavy module fixtures (sample study, resume reference, Dask) run once, not per worker.
+# --dist loadfile: a module's fixtures (the sample study, the resume reference, ...) are built once, not per worker.
 test: setup chromium
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 report-screenshot: demo chromium
 	$(BIN)/python scripts/check_report.py results/sample_images/report.html --screenshot docs/report_screenshot.png

@@ -14,7 +14,6 @@ from calcimeasure.cli import main
 from test_study import write_pair
 from test_study_resume import assert_same_study
 
-pytestmark = pytest.mark.xdist_group("dask")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from test_study import parse_report, write_pair
 ROOT = Path(__file__).resolve().parent.parent
 CHECK = ROOT / "scripts" / "check_report.py"
 
-pytestmark = pytest.mark.xdist_group("report")
 
 
 def chromium() -> str:

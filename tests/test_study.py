@@ -230,7 +230,6 @@ def test_bad_manifest_is_a_usage_error(tmp_path, text, message, capsys):
 # ---------------------------------------------------------------------------------------------
 # The sample images, end to end
 
-pytestmark = pytest.mark.xdist_group("study_sample")
 
 
 @pytest.fixture(scope="module")

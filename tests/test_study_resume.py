@@ -16,7 +16,6 @@ import pytest
 from calcimeasure.cli import main
 from test_study import write_pair
 
-pytestmark = pytest.mark.xdist_group("study_resume")
 
 N_PAIRS = 3
 VOLATILE = ["elapsed_s"]
