@@ -32,7 +32,7 @@ from .progress import Reporter
 from .resume import StateStore, settings_key
 from .worker import ImageTask, error_record, measure_one
 
-__all__ = ["MeasureConfig", "RunSummary", "run_measure", "execute", "OUTPUT_FILES"]
+__all__ = ["MeasureConfig", "RunSummary", "run_measure", "execute", "LocalPool", "OUTPUT_FILES"]
 
 log = logging.getLogger("calcimeasure.batch")
 
@@ -111,17 +111,52 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class LocalPool:
+    """A ``ProcessPoolExecutor`` of ``jobs`` spawned workers, made on first use, that
+    :func:`execute` restarts when a worker dies; reusable across stages (the workers'
+    imports are paid once)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_init)
+        return self._pool
+
+    def restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+
+    def __enter__(self) -> "LocalPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def execute(
     items: Iterable[tuple[int, ImageTask]],
     fn: Callable[[ImageTask], dict[str, Any]] = measure_one,
     *,
     jobs: int = 1,
     client: Any = None,
+    pool: "LocalPool | None" = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Run ``fn`` on every task; yield ``(id, record)`` as they finish (any order).
 
     With a Dask ``client`` the tasks run on its cluster
     (:func:`calcimeasure.batch.dask_backend.execute_dask`) and ``jobs`` is ignored.
+    A :class:`LocalPool` given as ``pool`` is used (and left open) so that several
+    stages share the same worker processes; otherwise one is made and closed here.
 
     ``jobs == 1`` runs inline. Otherwise a ``ProcessPoolExecutor`` (spawned
     processes) with at most ``2 * jobs`` tasks in flight. If a worker process dies
@@ -144,8 +179,8 @@ def execute(
 
     source = iter(items)
     suspects: deque[tuple[int, ImageTask]] = deque()
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+    own = pool is None
+    holder = LocalPool(jobs) if own else pool
     inflight: dict[Any, tuple[int, ImageTask, bool]] = {}
     exhausted = False
     try:
@@ -154,14 +189,14 @@ def execute(
             if suspects:
                 if not inflight:
                     tid, task = suspects.popleft()
-                    inflight[pool.submit(fn, task)] = (tid, task, True)
+                    inflight[holder.get().submit(fn, task)] = (tid, task, True)
             else:
                 while not exhausted and len(inflight) < 2 * jobs:
                     nxt = next(source, None)
                     if nxt is None:
                         exhausted = True
                         break
-                    inflight[pool.submit(fn, nxt[1])] = (nxt[0], nxt[1], False)
+                    inflight[holder.get().submit(fn, nxt[1])] = (nxt[0], nxt[1], False)
             if not inflight:
                 if exhausted and not suspects:
                     return
@@ -202,10 +237,13 @@ def execute(
                     else:
                         suspects.append((tid, task))
                 inflight.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init)
+                holder.restart()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if own:
+            holder.close()
+        else:
+            for fut in inflight:
+                fut.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +386,7 @@ def measure_stage(
     summary: RunSummary,
     flush: Callable[[dict[int, dict[str, Any]]], None],
     flush_every_s: float,
+    pool: LocalPool | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Measure ``tasks`` (reusing the records of a previous run with ``resume``),
     store each record, advance ``reporter``; return ``{input index: record}`` as
@@ -378,7 +417,7 @@ def measure_stage(
     for _ in range(summary.reused):
         reporter.advance(True, skipped=True)
     try:
-        for i, record in execute(todo, measure_one, jobs=jobs, client=client):
+        for i, record in execute(todo, measure_one, jobs=jobs, client=client, pool=pool):
             task = tasks[i]
             if record.get("traceback"):
                 log.debug("traceback for %s:\n%s", task.path, record["traceback"].rstrip())

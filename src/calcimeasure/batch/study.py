@@ -52,6 +52,7 @@ from .progress import Reporter
 from .resume import StateStore, path_key
 from .runner import (
     OUTPUT_FILES,
+    LocalPool,
     RunSummary,
     _setup_logging,
     backend_client,
@@ -262,11 +263,12 @@ def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summar
         write_tables(out, [records[i] for i in sorted(records)], keep_ids=cfg.keep_ids)
 
     started = time.perf_counter()
-    with backend_client(cfg.jobs, cfg.dask, cfg.scheduler) as client:
+    # One pool of local worker processes for both stages (their imports are paid once).
+    with backend_client(cfg.jobs, cfg.dask, cfg.scheduler) as client, LocalPool(cfg.jobs) as pool:
         with reporter:
             records = measure_stage(tasks, skeys, out=out, store=store, resume=cfg.resume, overlays=cfg.overlays,
                                     jobs=cfg.jobs, client=client, reporter=reporter, summary=summary, flush=flush,
-                                    flush_every_s=cfg.flush_every_s)
+                                    flush_every_s=cfg.flush_every_s, pool=pool)
         ordered = [records[i] for i in sorted(records)]
         flush(records)
         if summary.interrupted:
@@ -324,7 +326,7 @@ def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summar
                 for _ in range(summary.pairs_reused):
                     preporter.advance(True, skipped=True)
                 try:
-                    for k, rec in execute(todo, compare_one, jobs=cfg.jobs, client=client):
+                    for k, rec in execute(todo, compare_one, jobs=cfg.jobs, client=client, pool=pool):
                         t = ptasks[k]
                         if rec.get("traceback"):
                             log.debug("traceback for pair %s:\n%s", t.pair_id, rec["traceback"].rstrip())
