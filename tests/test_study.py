@@ -367,6 +367,26 @@ def test_compare_command_tables_picture_and_json(tmp_path, capsys, library_resul
     assert ch2.loc[0, "partial_pct"] == -1.0 and ch2.loc[0, "response"] == "partial"  # -1.7 % <= -1 %
 
 
+def test_comparison_table_of_a_params_file(tmp_path):
+    b, f = write_pair(tmp_path / "in", "a", seed=12)
+    params = tmp_path / "p.toml"
+    params.write_text("[segmentation]\nk_high = 5.0\n\n[comparison]\nprogression_pct = 40.0\nmatch_distance_mm = 2.0\n")
+    out = tmp_path / "out"
+    assert main(["compare", str(b), str(f), "--out", str(out), "--params", str(params), "--no-picture"]) == 0
+    row = read(out, "changes").iloc[0]
+    assert row["progression_pct"] == 40.0 and row["partial_pct"] == -25.0
+    settings = json.loads((out / "params.json").read_text())
+    assert settings["comparison"]["match_distance_mm"] == 2.0 and settings["segmentation"]["k_high"] == 5.0
+    # the run's params.json is a valid --params file for the next run
+    out2 = tmp_path / "out2"
+    assert main(["compare", str(b), str(f), "--out", str(out2), "--params", str(out / "params.json"),
+                 "--no-picture"]) == 0
+    assert read(out2, "changes").iloc[0]["comparison_digest"] == row["comparison_digest"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[comparison]\nprogresion_pct = 40.0\n")
+    assert main(["compare", str(b), str(f), "--out", str(out), "--params", str(bad)]) == 2
+
+
 def test_compare_exit_codes(tmp_path, capsys):
     b = SAMPLES / "case04_baseline.dcm"
     bad = tmp_path / "bad.dcm"
