@@ -104,3 +104,12 @@ def test_measure_bool_labels_are_labelled():
 def test_measure_rejects_bad_labels(labels, match):
     with pytest.raises(ParameterError, match=match):
         measure(radiograph(np.zeros((50, 50)) + np.arange(50)), labels=labels)
+
+
+def test_lesion_table_of_an_empty_label_image_has_no_rows():
+    """No lesion (e.g. a complete response): an empty table with every column, no error."""
+    from calcimeasure.measure import LESION_COLUMNS, lesion_table
+
+    z = np.zeros((40, 50), np.int32)
+    t = lesion_table(z, np.ones((40, 50), np.float32), np.zeros((40, 50), np.float32), None, (0.1, 0.1))
+    assert len(t) == 0 and list(t.columns) == LESION_COLUMNS

@@ -111,7 +111,10 @@ def _hull_ferets(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[float,
     """
     import cv2
 
-    rr, cc = np.nonzero(mask)
+    # Only the outline pixels can carry hull corners (far fewer points for a large lesion).
+    m8 = np.pad(mask, 1).astype(np.uint8)
+    outline = mask & ~cv2.erode(m8, np.ones((3, 3), np.uint8))[1:-1, 1:-1].astype(bool)
+    rr, cc = np.nonzero(outline if outline.any() else mask)
     corners = np.concatenate(
         [np.stack([rr + dr, cc + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
     ).astype(np.float64)
@@ -190,8 +193,16 @@ def lesion_table(
     sp = spacing_mm if known else (1.0, 1.0)
     pixel_area = sp[0] * sp[1]
     rows = []
-    for region in regionprops(labels):
+    # Crop to the lesions before the label scan (most of a film carries no label).
+    any_r, any_c = np.flatnonzero(labels.any(axis=1)), np.flatnonzero(labels.any(axis=0))
+    ra = ca = 0
+    crop = None
+    if any_r.size:
+        ra, ca = int(any_r[0]), int(any_c[0])
+        crop = labels[ra : int(any_r[-1]) + 1, ca : int(any_c[-1]) + 1]
+    for region in regionprops(crop) if crop is not None else ():
         r0, c0, r1, c1 = region.bbox
+        r0, r1, c0, c1 = r0 + ra, r1 + ra, c0 + ca, c1 + ca
         mask = region.image
         res = residual[r0:r1, c0:c1][mask]
         back = (pixels[r0:r1, c0:c1] - residual[r0:r1, c0:c1])[mask]
@@ -200,6 +211,7 @@ def lesion_table(
         perim = _perimeter(mask, sp)
         perim_px = _perimeter(mask, (1.0, 1.0))
         cr, cc = region.centroid
+        cr, cc = cr + ra, cc + ca
         mean_res = float(res.mean())
         back_level = float(back.mean())
         row = {

@@ -272,41 +272,41 @@ def segment(
         del core_mask
         if n <= 1:
             continue
-        peaks = np.empty(n - 1)
-        for j in range(1, n):
-            c0, r0, w, h, _a = stats[j]
-            box = comp[r0 : r0 + h, c0 : c0 + w] == j
-            peaks[j - 1] = smooth[r0 : r0 + h, c0 : c0 + w][box].max()
-        order = np.argsort(-peaks) + 1
-        bone_d = bone[::step, ::step] if step > 1 else bone
-        band_r = max(1, (band_k // 2) // step)
-        band_d = _se(band_r)
-        # Skin band on the detection grid: cores lying in it are edge overshoot (tested before growth).
-        body_dd = np.ascontiguousarray(body[::step, ::step][: smooth.shape[0], : smooth.shape[1]]).view(np.uint8)
+        hs, ws = smooth.shape
+        # Fractions of each core on the bone band and in the skin band (detection grid, all cores at once).
+        bone_d = np.ascontiguousarray((bone[::step, ::step] if step > 1 else bone)[:hs, :ws]).view(np.uint8)
+        band_d = cv2.dilate(bone_d, _se(max(1, (band_k // 2) // step))).view(bool)
+        body_dd = np.ascontiguousarray(body[::step, ::step][:hs, :ws]).view(np.uint8)
         skin_d = body_dd.view(bool) & ~cv2.erode(body_dd, _se(max(1, (skin_k // 2) // step)),
                                                  borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+        core_px = np.maximum(stats[:, cv2.CC_STAT_AREA], 1).astype(np.float64)
+        bone_frac = np.bincount(comp[band_d], minlength=n) / core_px
+        skin_frac = np.bincount(comp[skin_d], minlength=n) / core_px
+        # Cheap tests on every core before any growth: too large, on the bone band (a lesion
+        # against a bone has its core off the bone; cortical edges and trabeculae have theirs on
+        # it), in the skin band (edge overshoot).
+        survivors = []
+        for i in range(1, n):
+            c0d, r0d, wd, hd, a = (int(v) for v in stats[i])
+            bbox = (r0d * step, (r0d + hd) * step, c0d * step, (c0d + wd) * step)
+            area0 = a * step * step
+            reason = ("max_area" if area0 > max_px else "bone" if bone_frac[i] > params.max_bone_fraction
+                      else "skin_edge" if skin_frac[i] > 0.5 else None)
+            if reason:
+                rejected.append(dict(reason=reason, area_px=area0, bbox=bbox))
+            else:
+                survivors.append(i)
+        peaks = np.array([smooth[stats[i][1] : stats[i][1] + stats[i][3], stats[i][0] : stats[i][0] + stats[i][2]][
+            comp[stats[i][1] : stats[i][1] + stats[i][3], stats[i][0] : stats[i][0] + stats[i][2]] == i].max()
+            for i in survivors])
+        order = [survivors[j] for j in np.argsort(-peaks)] if survivors else []
         for i in order:
             c0d, r0d, wd, hd, _ = (int(v) for v in stats[i])
-            c0, r0, w, h, area0 = c0d * step, r0d * step, wd * step, hd * step, int(stats[i][4]) * step * step
-            if area0 > max_px:
-                rejected.append(dict(reason="max_area", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
-                continue
-            # Cheap tests on the core's own box (detection grid) before any growth.
+            c0, r0, w, h = c0d * step, r0d * step, wd * step, hd * step
             core_t = comp[r0d : r0d + hd, c0d : c0d + wd] == i
             lab_t = labels[r0 : r0 + h : step, c0 : c0 + w : step]
             if (lab_t[core_t] > 0).mean() > 0.5:
                 continue  # part of a lesion already grown from a brighter core
-            # Bone rejection judged on the confident core: a lesion against a bone
-            # has its core off the bone; cortical edges and trabeculae have theirs on it.
-            ya, xa = max(0, r0d - band_r), max(0, c0d - band_r)
-            bt = np.ascontiguousarray(bone_d[ya : r0d + hd + band_r, xa : c0d + wd + band_r]).view(np.uint8)
-            bt = cv2.dilate(bt, band_d)[r0d - ya : r0d - ya + hd, c0d - xa : c0d - xa + wd]
-            if bt[core_t].mean() > params.max_bone_fraction:
-                rejected.append(dict(reason="bone", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
-                continue
-            if skin_d[r0d : r0d + hd, c0d : c0d + wd][core_t].mean() > 0.5:
-                rejected.append(dict(reason="skin_edge", area_px=int(area0), bbox=(r0, r0 + h, c0, c0 + w)))
-                continue
             pad = max(pad_min, int(params.grow_size_factor * max(w, h)))
             ra, rb = max(0, r0 - pad), min(rows, r0 + h + pad)
             ca, cb = max(0, c0 - pad), min(cols, c0 + w + pad)
