@@ -189,8 +189,18 @@ def write_markdown(path: Path, f: dict, args) -> None:
         "Reading the figures. The load average is that of the whole machine (other users' jobs "
         "included): with 2 CPUs, a load above ~1 before a run means the run shared the CPUs and its "
         "speed-up is understated. The fixed costs (start-up, for Dask the cluster start and the "
-        "workers' first import of calcimeasure, a few seconds) weigh less on a larger cohort; the "
-        "per-task overheads are small (records of a few kB, files read by path by the workers).",
+        "workers' first import of calcimeasure, a few seconds) weigh less on a larger cohort. Records "
+        "are a few kB and workers read the files by path, so what the runner ships is negligible; the "
+        "sums of the per-task times below tell the fixed costs from slower tasks (a task's time "
+        "includes waiting for the CPU when the machine is busy). (Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its "
+        "workers, which made every film ~1.6x slower; `calcimeasure.batch.dask_backend` sets glibc's "
+        "malloc back to plain-process behaviour for the local cluster — do the same on your own workers, "
+        "see docs/cli.md.)",
+        "",
+        "| configuration | sum of per-task times s (films + pairs) |",
+        "|---|---|",
+        *[f"| {name} | {runs[name]['task_s']:.1f} ({runs[name]['measure_task_s']:.1f} + {runs[name]['pair_task_s']:.1f}) |"
+          for name, _ in CONFIGS],
         "",
     ]
     path.write_text("\n".join(lines))
