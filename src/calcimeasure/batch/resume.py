@@ -43,9 +43,17 @@ def path_key(path: str | os.PathLike[str]) -> str:
 
 def settings_key(task: ImageTask, version: str) -> str:
     """12 hex digits over everything but the file that changes a record (see module doc)."""
+    return task_settings_key(task, ("path", "overlay_dir"), version)
+
+
+def task_settings_key(task: Any, ignore: tuple[str, ...], version: str) -> str:
+    """12 hex digits over the fields of a task dataclass but ``ignore`` (paths, output folders).
+
+    The salt enters only as a short hash; the software version always enters.
+    """
     d = asdict(task)
-    d.pop("path")
-    d.pop("overlay_dir")
+    for k in ignore:
+        d.pop(k)
     salt = d.pop("salt")
     if salt is None:
         salt = os.environ.get("CALCIMEASURE_PATIENT_SALT")

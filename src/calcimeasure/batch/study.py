@@ -17,14 +17,13 @@ or on a Dask cluster through :func:`calcimeasure.batch.runner.execute`):
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from .outputs import (
 )
 from .pairs import CHANGE_COLUMNS, LESION_CHANGE_COLUMNS, PairTask, compare_one
 from .progress import Reporter
-from .resume import StateStore, path_key
+from .resume import StateStore, path_key, task_settings_key
 from .runner import (
     OUTPUT_FILES,
     LocalPool,
@@ -120,16 +119,7 @@ class StudySummary(RunSummary):
 
 def pair_settings_key(task: PairTask, version: str = __version__) -> str:
     """12 hex digits over everything of a pair task but its paths and picture folder."""
-    d = asdict(task)
-    for k in ("baseline", "followup", "pair_dir"):
-        d.pop(k)
-    salt = d.pop("salt")
-    if salt is None:
-        salt = os.environ.get("CALCIMEASURE_PATIENT_SALT")
-    d["salt_hash"] = hashlib.sha256(salt.encode()).hexdigest()[:8] if salt else None
-    d["version"] = version
-    text = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return task_settings_key(task, ("baseline", "followup", "pair_dir"), version)
 
 
 class PairStore:

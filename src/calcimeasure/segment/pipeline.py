@@ -296,9 +296,11 @@ def segment(
                 rejected.append(dict(reason=reason, area_px=area0, bbox=bbox))
             else:
                 survivors.append(i)
-        peaks = np.array([smooth[stats[i][1] : stats[i][1] + stats[i][3], stats[i][0] : stats[i][0] + stats[i][2]][
-            comp[stats[i][1] : stats[i][1] + stats[i][3], stats[i][0] : stats[i][0] + stats[i][2]] == i].max()
-            for i in survivors])
+        peaks = np.empty(len(survivors))
+        for j, i in enumerate(survivors):
+            c0d, r0d, wd, hd, _ = stats[i]
+            box = (slice(r0d, r0d + hd), slice(c0d, c0d + wd))
+            peaks[j] = smooth[box][comp[box] == i].max()
         order = [survivors[j] for j in np.argsort(-peaks)] if survivors else []
         for i in order:
             c0d, r0d, wd, hd, _ = (int(v) for v in stats[i])
