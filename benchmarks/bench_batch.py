@@ -25,7 +25,9 @@ import datetime as _dt
 import json
 import os
 import platform
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -75,19 +77,32 @@ def run(data: Path, out: Path, extra: list[str]) -> dict:
         shutil.rmtree(out)
     env = {**os.environ, **PINNED}
     load0 = os.getloadavg()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "calcimeasure", "study", str(data), "--out", str(out), "--quiet",
                            *extra], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load1 = os.getloadavg()
     if proc.returncode != 0:
         raise SystemExit(f"study {' '.join(extra)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     meas = pd.read_csv(out / "measurements.csv")
     ch = pd.read_csv(out / "changes.csv")
-    return {"wall_s": wall, "images": len(meas), "pairs": len(ch), "load_before": load0[0], "load_after": load1[0],
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)  # the whole process tree, workers included
+    return {"wall_s": wall, "cpu_s": cpu, "images": len(meas), "pairs": len(ch), "load_before": load0[0], "load_after": load1[0],
             "task_s": float(meas["elapsed_s"].sum() + ch["elapsed_s"].sum()),
             "measure_task_s": float(meas["elapsed_s"].sum()), "pair_task_s": float(ch["elapsed_s"].sum()),
             "responses": ch.set_index("pair_id")["response"].to_dict()}
+
+
+def _median_run(rs: list[dict]) -> dict:
+    """The median of each figure over repeated runs (the run itself for one repeat), with the spread of the wall time."""
+    out = dict(rs[len(rs) // 2])
+    for key in ("wall_s", "cpu_s", "task_s", "measure_task_s", "pair_task_s", "load_before", "load_after"):
+        out[key] = statistics.median(r[key] for r in rs)
+    out["wall_min_s"] = min(r["wall_s"] for r in rs)
+    out["wall_max_s"] = max(r["wall_s"] for r in rs)
+    return out
 
 
 def startup_s() -> float:
@@ -105,6 +120,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path("/tmp/calcimeasure_bench_batch/films"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/calcimeasure_bench_batch/out"))
     ap.add_argument("--write-section", type=Path, help="write the Markdown report here (docs/performance_batch.md)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each configuration, interleaved (default 3)")
     ap.add_argument("--json", type=Path, help="write the raw figures here")
     args = ap.parse_args()
 
@@ -112,23 +128,33 @@ def main() -> int:
     print(f"data: {args.pairs} pairs ({2 * args.pairs} films) of {args.rows}x{args.cols} in {args.data}"
           + (f" (rendered in {gen:.0f} s)" if gen else " (reused)"), flush=True)
     start = startup_s()
-    results = {}
-    for name, extra in CONFIGS:
-        r = run(args.data, args.out / name.split(",")[0].replace(" ", "_").replace("-", ""), extra)
-        results[name] = r
-        print(f"{name}: {r['wall_s']:.1f} s, {r['images'] / r['wall_s']:.2f} images/s "
-              f"(load {r['load_before']:.2f} -> {r['load_after']:.2f})", flush=True)
+    # The configurations run in turn, `--repeats` times, in a rotated order (A B C, B C A, C A B, ...)
+    # so that a slow spell of a shared machine, or a position in the sequence, hits all of them; each
+    # figure is the median over the repeats.
+    all_runs: dict[str, list[dict]] = {name: [] for name, _ in CONFIGS}
+    for rep in range(args.repeats):
+        for name, extra in CONFIGS[rep % len(CONFIGS):] + CONFIGS[: rep % len(CONFIGS)]:
+            r = run(args.data, args.out / name.split(",")[0].replace(" ", "_").replace("-", ""), extra)
+            all_runs[name].append(r)
+            print(f"[{rep + 1}/{args.repeats}] {name}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU s, "
+                  f"{r['images'] / r['wall_s']:.2f} images/s (load {r['load_before']:.2f} -> {r['load_after']:.2f})",
+                  flush=True)
+    results = {name: _median_run(rs) for name, rs in all_runs.items()}
     base = results["--jobs 1"]
     serial = base["task_s"]
-    same = all(r["responses"] == base["responses"] for r in results.values())
+    same = all(r["responses"] == base["responses"] for rs in all_runs.values() for r in rs)
     j1, j2, dk = (results[n]["wall_s"] for n, _ in CONFIGS)
     speedup = j1 / j2
     dask_overhead = dk / j2 - 1.0
+    # Run by run (repeat k of each): the overhead without the slow drifts of the machine.
+    paired = [d["wall_s"] / j["wall_s"] - 1.0 for d, j in zip(all_runs[CONFIGS[2][0]], all_runs[CONFIGS[1][0]])]
     cpus = os.cpu_count()
     figures = {"pairs": args.pairs, "films": 2 * args.pairs, "shape": [args.rows, args.cols], "cpus": cpus,
-               "startup_s": start, "serial_task_s": serial, "speedup_1_to_2": speedup,
-               "dask_overhead_vs_jobs2": dask_overhead, "same_responses": same,
-               "runs": {n: {k: v for k, v in r.items() if k != "responses"} for n, r in results.items()}}
+               "startup_s": start, "serial_task_s": serial, "speedup_1_to_2": speedup, "repeats": args.repeats,
+               "dask_overhead_vs_jobs2": dask_overhead, "dask_overhead_paired": paired, "same_responses": same,
+               "runs": {n: {k: v for k, v in r.items() if k != "responses"} for n, r in results.items()},
+               "all_runs": {n: [{k: v for k, v in r.items() if k != "responses"} for r in rs]
+                            for n, rs in all_runs.items()}}
     print(json.dumps({k: v for k, v in figures.items() if k != "runs"}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
@@ -157,7 +183,11 @@ def write_markdown(path: Path, f: dict, args) -> None:
         "every library pinned to one thread (OpenCV, OpenMP, BLAS) so that the parallelism measured is "
         "the runner's. *Wall* is the whole command: Python start-up "
         f"({f['startup_s']:.1f} s to import), discovery, measuring, grouping, comparing, tables, report "
-        "and, for Dask, starting and stopping the cluster (2 worker processes, 1 thread each, loopback).",
+        "and, for Dask, starting and stopping the cluster (2 worker processes, 1 thread each, loopback). "
+        f"The three configurations ran in turn, {f['repeats']} times in a rotated order (A B C, B C A, C A B, ...), "
+        "so that a slow spell of the shared machine, or a place in the sequence, hits all of them; each figure is the median over the repeats, with the range of "
+        "the wall time. *CPU s* is the CPU time of the whole process tree (main process, pool or Dask "
+        "workers, the Dask scheduler and nannies).",
         "",
         f"*Serial work* = {serial:.1f} s: the sum of the per-task times the `--jobs 1` run recorded — each "
         f"film's `elapsed_s` ({runs['--jobs 1']['measure_task_s']:.1f} s for {n} films: read, segment, "
@@ -165,26 +195,28 @@ def write_markdown(path: Path, f: dict, args) -> None:
         "read both, register, segment both again, match, picture), i.e. the sum of the single-image "
         "(and single-pair) times. *Efficiency* = serial work / (wall x workers).",
         "",
-        "| configuration | wall s | images/s | speed-up vs --jobs 1 | efficiency | load avg before -> after |",
-        "|---|---|---|---|---|---|",
+        "| configuration | wall s (range) | CPU s | images/s | speed-up vs --jobs 1 | efficiency | load avg before -> after |",
+        "|---|---|---|---|---|---|---|",
     ]
     j1 = runs["--jobs 1"]["wall_s"]
     for name, _ in CONFIGS:
         r = runs[name]
         workers = 1 if name == "--jobs 1" else 2
-        lines.append(f"| {name} | {r['wall_s']:.1f} | {n / r['wall_s']:.2f} | {j1 / r['wall_s']:.2f}x | "
+        lines.append(f"| {name} | {r['wall_s']:.1f} ({r['wall_min_s']:.1f}-{r['wall_max_s']:.1f}) | {r['cpu_s']:.1f} | "
+                     f"{n / r['wall_s']:.2f} | {j1 / r['wall_s']:.2f}x | "
                      f"{serial / (r['wall_s'] * workers):.0%} | {r['load_before']:.2f} -> {r['load_after']:.2f} |")
     sp, dk = f["speedup_1_to_2"], f["dask_overhead_vs_jobs2"]
     lines += [
-        f"| sum of single-image times | {serial:.1f} | {n / serial:.2f} | - | - | - |",
+        f"| sum of single-image times | {serial:.1f} | - | {n / serial:.2f} | - | - | - |",
         "",
-        f"All three runs gave the same response for every pair: **{'yes' if f['same_responses'] else 'NO'}**.",
+        f"All {3 * f['repeats']} runs gave the same response for every pair: **{'yes' if f['same_responses'] else 'NO'}**.",
         "",
         "Targets (issue 5):",
         "",
         f"* speed-up from 1 to 2 jobs >= 1.8x: **{'met' if sp >= 1.8 else 'not met'}** ({sp:.2f}x);",
         f"* Dask overhead vs local processes <= 15 %: **{'met' if dk <= 0.15 else 'not met'}** ({dk:+.1%} wall "
-        "time, 2 Dask workers vs `--jobs 2`).",
+        "time, 2 Dask workers vs `--jobs 2`, medians; run by run: "
+        + ", ".join(f"{x:+.1%}" for x in f["dask_overhead_paired"]) + ").",
         "",
         "Reading the figures. The load average is that of the whole machine (other users' jobs "
         "included): with 2 CPUs, a load above ~1 before a run means the run shared the CPUs and its "
@@ -195,7 +227,11 @@ def write_markdown(path: Path, f: dict, args) -> None:
         "includes waiting for the CPU when the machine is busy). (Dask's nanny sets `MALLOC_TRIM_THRESHOLD_=65536` in its "
         "workers, which made every film ~1.6x slower; `calcimeasure.batch.dask_backend` sets glibc's "
         "malloc back to plain-process behaviour for the local cluster — do the same on your own workers, "
-        "see docs/cli.md.)",
+        "see docs/cli.md. Each Dask server also runs a 20 ms event-loop tick and 100 ms / 500 ms memory "
+        "and system monitors: an idle 2-worker cluster used 0.12 of a core for them; the local cluster "
+        "runs them at 1 s / 1 s / 2 s, `calcimeasure.batch.dask_backend.QUIET_CLUSTER_CONFIG`.)",
+        "",
+        "Sums of the per-task times (medians over the repeats):",
         "",
         "| configuration | sum of per-task times s (films + pairs) |",
         "|---|---|",
