@@ -362,9 +362,13 @@ def test_compare_command_tables_picture_and_json(tmp_path, capsys, library_resul
     assert cv2.imread(str(out / ch.loc[0, "side_by_side"])) is not None
     assert len(read(out, "errors")) == 0
     # thresholds from the command line are used and recorded
-    assert main(["compare", str(b), str(f), "--out", str(out), "--partial-pct", "-1", "--no-picture"]) == 0
+    # (narrow bands: the measured change of this stable pair, a few %, falls outside them whatever its sign)
+    assert main(["compare", str(b), str(f), "--out", str(out), "--partial-pct", "-1", "--progression-pct", "1",
+                 "--no-picture"]) == 0
     ch2 = read(out, "changes")
-    assert ch2.loc[0, "partial_pct"] == -1.0 and ch2.loc[0, "response"] == "partial"  # -1.7 % <= -1 %
+    assert ch2.loc[0, "partial_pct"] == -1.0 and ch2.loc[0, "progression_pct"] == 1.0
+    pct = ch2.loc[0, "area_change_pct"]
+    assert abs(pct) >= 1 and ch2.loc[0, "response"] == ("partial" if pct <= -1 else "progression")
 
 
 def test_comparison_table_of_a_params_file(tmp_path):

@@ -166,6 +166,30 @@ class SegmentationParams(_Params):
     max_bright_elongation: float = 2.2
     #: Candidates with more than this fraction of their confident core on bone are rejected.
     max_bone_fraction: float = 0.5
+    #: 1: lesions against a bone. A core rejected as "on bone" is tested again against a second
+    #: bone mask whose line opening runs along the local axis of the anatomy only
+    #: (``bone_axis_sigma_mm`` structure-tensor window; the maximum over orientations keeps a
+    #: nodule lying against a shaft in the bone, a line along the shaft does not): its largest
+    #: piece off that mask (+ ``bone_band_mm``) becomes the core when it has at least
+    #: ``bone_split_min_area_mm2``, peaks at ``bone_split_peak_k`` sigmas and is not elongated
+    #: (axis ratio <= ``bone_split_max_elongation``: cortical slivers are); it then grows off
+    #: that mask (or above ``bone_keep_fraction`` of its peak on it). 0: off (before 2026-11-25).
+    bone_split: int = 1
+    bone_axis_sigma_mm: float = 4.0
+    #: ... where the structure tensor's coherence is below this (bone ends, round bones) the
+    #: maximum over orientations is kept (no split there).
+    bone_axis_coherence: float = 0.3
+    bone_split_min_area_mm2: float = 2.0
+    bone_split_peak_k: float = 10.0
+    bone_split_max_elongation: float = 2.5
+    #: ... the off-mask part of the core is first opened with a disk of this radius (mm): thin
+    #: slivers along cortices would join the lesion to the rest of the core. 0: no opening.
+    bone_split_open_mm: float = 0.6
+    #: A lesion grown from such a core must be compact (solidity >= bone_split_min_solidity: pieces
+    #: carved out of bone texture or overlapping bones are ragged) and, where it is on the bright
+    #: (bone) class, dome-shaped with inner / outer contrast >= bone_split_min_dome.
+    bone_split_min_solidity: float = 0.85
+    bone_split_min_dome: float = 1.5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -175,7 +199,8 @@ class SegmentationParams(_Params):
         for name in ("nominal_spacing_mm", "working_spacing_mm", "background_radius_mm", "bone_length_mm", "k_high"):
             if not getattr(self, name) > 0:
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
-        for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction"):
+        for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction",
+                     "bone_axis_coherence"):
             if getattr(self, name) > 1:
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
         if self.min_area_mm2 > self.max_area_mm2:

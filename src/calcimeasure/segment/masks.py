@@ -64,6 +64,21 @@ def body_mask_small(small: np.ndarray, field: np.ndarray) -> np.ndarray:
     return body & field
 
 
+def line_openings(small: np.ndarray, length_px: int, n_angles: int = 8) -> np.ndarray:
+    """Grey openings of ``small`` with lines of ``length_px`` at ``n_angles`` orientations
+    (angle ``pi * k / n_angles`` from the column axis towards the row axis), stacked (k, M, N)."""
+    L = max(3, length_px | 1)
+    out = np.empty((n_angles,) + small.shape, np.float32)
+    for k in range(n_angles):
+        a = np.pi * k / n_angles
+        se = np.zeros((L, L), np.uint8)
+        c = L // 2
+        dr, dc = np.sin(a) * c, np.cos(a) * c
+        cv2.line(se, (int(round(c - dc)), int(round(c - dr))), (int(round(c + dc)), int(round(c + dr))), 1, 1)
+        out[k] = cv2.morphologyEx(small, cv2.MORPH_OPEN, se, borderType=cv2.BORDER_REPLICATE)
+    return out
+
+
 def elongated_opening(small: np.ndarray, length_px: int, n_angles: int = 8) -> np.ndarray:
     """Maximum over orientations of grey openings with a line: keeps elongated
     structures longer than ``length_px`` (bones, cortices) and removes compact
@@ -81,34 +96,91 @@ def elongated_opening(small: np.ndarray, length_px: int, n_angles: int = 8) -> n
     return out
 
 
+def axis_opening(openings: np.ndarray, image: np.ndarray, sigma_px: float, min_coherence: float,
+                 maximum: np.ndarray | None = None) -> np.ndarray:
+    """Line opening along the local axis of the anatomy only (not the maximum over orientations).
+
+    The axis is the orientation of least change of a structure tensor of ``image`` (Gaussian
+    window ``sigma_px``): along a shaft, the direction of its cortices. The maximum over all
+    orientations keeps a nodule lying against a bone (a line across the shaft runs through
+    bone and nodule); the opening along the shaft's axis does not (the nodule is shorter than
+    the line), while cortices and the shaft are kept. Where the tensor is not coherent
+    (``< min_coherence``: bone ends, round bones) the maximum over orientations is kept.
+    ``openings`` is :func:`line_openings` of ``image`` (n orientations); ``maximum`` their
+    maximum if already computed. The tensor is smooth: it is computed on a 2x coarser grid.
+    """
+    n = openings.shape[0]
+    rows, cols = image.shape
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1)
+    d = 2 if sigma_px >= 4 and min(rows, cols) >= 16 else 1
+    prods = [gx * gx, gy * gy, gx * gy]
+    if d > 1:
+        r2, c2 = rows // d, cols // d
+        prods = [cv2.resize(p[: r2 * d, : c2 * d], (c2, r2), interpolation=cv2.INTER_AREA) for p in prods]
+    jxx, jyy, jxy = (cv2.GaussianBlur(p, (0, 0), sigma_px / d) for p in prods)
+    coherent = (jxx - jyy) ** 2 + 4 * jxy**2 >= (min_coherence * (jxx + jyy)) ** 2
+    axis = 0.5 * np.arctan2(2 * jxy, jxx - jyy) + np.pi / 2  # gradient direction + 90 degrees
+    k = np.round((axis % np.pi) / (np.pi / n)).astype(np.uint8) % n
+    k[~coherent] = n  # n: the maximum over orientations
+    if d > 1:
+        k = cv2.resize(k, (c2 * d, r2 * d), interpolation=cv2.INTER_NEAREST)
+        k = np.pad(k, ((0, rows - k.shape[0]), (0, cols - k.shape[1])), mode="edge")
+    if maximum is None:
+        maximum = openings.max(0)
+    out = maximum.copy()
+    for j in range(n):
+        sel = k == j
+        out[sel] = openings[j][sel]
+    return out
+
+
 def bone_mask_small(
     small: np.ndarray, body: np.ndarray, length_px: int, residual: np.ndarray | None = None,
     excess_fraction: float = 0.3, disk_background: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    axis_sigma_px: float = 0.0, axis_coherence: float = 0.3,
+) -> tuple[np.ndarray, ...]:
     """Bone: the denser Otsu class, within the body, of the image opened by lines
     of ``length_px`` (so compact calcifications do not count as bone).
 
     Pixels whose ``residual`` (image minus the background that already contains
     the bones) exceeds ``excess_fraction`` of the bone contrast are compact dense
     objects lying on or against a bone — calcifications — and are not bone.
+
+    With ``axis_sigma_px`` > 0 a third mask is returned: the same bone mask with the
+    line opening taken along the local axis only (:func:`axis_opening`, same threshold):
+    nodules lying against a shaft are not swallowed by it.
     """
-    background = elongated_opening(cv2.GaussianBlur(small, (0, 0), 1.0), length_px)
+    blurred = cv2.GaussianBlur(small, (0, 0), 1.0)
+    openings = line_openings(blurred, length_px) if axis_sigma_px > 0 else None
+    background = openings.max(0) if openings is not None else elongated_opening(blurred, length_px)
     values = background[body]
     if values.size < 16:
-        return np.zeros_like(body), np.zeros_like(body)
+        empty = np.zeros_like(body)
+        return (empty, empty, empty) if openings is not None else (empty, empty)
     thr = threshold_otsu(values)
+    along = (axis_opening(openings, blurred, axis_sigma_px, axis_coherence, background)
+             if openings is not None else None)
     bone = (background > thr) & body
+    axis = (along > thr) & body if along is not None else None
     if disk_background is not None:
         # Locally: bones narrower than the disk stand out of the disk-opened soft tissue
         # even where the whole limb is thinner than elsewhere (fingers vs palm).
         tophat = background - disk_background
         t_values = tophat[body]
         if t_values.size >= 16 and np.ptp(t_values) > 0:
-            bone |= (tophat > threshold_otsu(t_values)) & body
+            t_thr = threshold_otsu(t_values)
+            bone |= (tophat > t_thr) & body
+            if axis is not None:
+                axis |= (along - disk_background > t_thr) & body
     bone = ndi.binary_fill_holes(bone) & body
     # Everything as bright as bone, whatever its shape (short bones, carpals, nodules).
-    raw = (cv2.GaussianBlur(small, (0, 0), 1.0) > thr) & body
+    raw = (blurred > thr) & body
+    if axis is not None:
+        axis = ndi.binary_fill_holes(axis) & bone
     if residual is not None:
         contrast = max(thr - float(np.median(values[values <= thr])), 1e-6) if (values <= thr).any() else 1e-6
         bone &= ~(residual > excess_fraction * contrast)
-    return bone, raw
+        if axis is not None:
+            axis &= bone
+    return (bone, raw, axis) if axis is not None else (bone, raw)

@@ -42,7 +42,7 @@ class Segmentation:
         (the zero of the lesion's excess contrast).
     rejected : list of dict
         Candidates that were not reported: ``reason`` (min_area, max_area, bone,
-        field_edge, saturated), ``area_px``, ``bbox`` (r0, r1, c0, c1).
+        bone_split_shape, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
     spacing_mm : tuple or None
         Spacing of the image (None when unknown).
     params : SegmentationParams
@@ -166,8 +166,13 @@ def segment(
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
     body_s = body_mask_small(small, field_s)
-    bone_s, bone_raw_s = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
-        bg_disk if params.local_bone else None)
+    masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
+        bg_disk if params.local_bone else None,
+        axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
+        axis_coherence=params.bone_axis_coherence)
+    bone_s, bone_raw_s = masks_b[:2]
+    # Bone mask with the line opening along the anatomy's axis only (lesions against a shaft are not in it).
+    bone_ax_s = masks_b[2] if len(masks_b) > 2 else None
     # Contrast of bone over soft tissue (reduced grid): the scale of "opaque" (metal, lead markers).
     soft_s = body_s & ~bone_s
     bone_contrast = (float(np.median(small[bone_s]) - np.median(small[soft_s]))
@@ -259,6 +264,7 @@ def segment(
     # Bone plus a band around it (cortical edges sit at the Otsu boundary) for rejection;
     # a band inside the skin line (edge overshoot). Both evaluated per box.
     band_k = 2 * max(1, int(round(params.bone_band_mm / pix_mm))) + 1
+    split_px = params.bone_split_min_area_mm2 / pixel_area
     band_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (band_k, band_k))
     skin_k = 2 * max(1, int(round(params.skin_band_mm / pix_mm))) + 1
     skin_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (skin_k, skin_k))
@@ -286,12 +292,19 @@ def segment(
         # against a bone has its core off the bone; cortical edges and trabeculae have theirs on
         # it), in the skin band (edge overshoot).
         survivors = []
+        split: set[int] = set()
         for i in range(1, n):
             c0d, r0d, wd, hd, a = (int(v) for v in stats[i])
             bbox = (r0d * step, (r0d + hd) * step, c0d * step, (c0d + wd) * step)
             area0 = a * step * step
             reason = ("max_area" if area0 > max_px else "bone" if bone_frac[i] > params.max_bone_fraction
                       else "skin_edge" if skin_frac[i] > 0.5 else None)
+            if (reason == "bone" and bone_ax_s is not None and a >= split_px / (step * step)
+                    and _split_core(comp, stats, i, smooth, offset, sigma, bone_ax_s, step, factor,
+                                    max(1, (band_k // 2) // step), split_px / (step * step),
+                                    int(round(params.bone_split_open_mm / (pix_mm * step))), params)):
+                split.add(i)  # the core's piece off the axis bone mask: a lesion against the bone
+                reason = "skin_edge" if skin_frac[i] > 0.5 else None
             if reason:
                 rejected.append(dict(reason=reason, area_px=area0, bbox=bbox))
             else:
@@ -319,7 +332,11 @@ def segment(
             else:
                 core = comp[ra:rb, ca:cb] == i
             taken = labels[ra:rb, ca:cb] > 0
-            bone_box = bone[ra:rb, ca:cb]
+            if i in split:
+                # Against a bone: the bone is the axis mask (the full mask swallows the lesion).
+                bone_box = np.ascontiguousarray(bone_ax_s[np.ix_(ridx[ra:rb], cidx[ca:cb])])
+            else:
+                bone_box = bone[ra:rb, ca:cb]
             bone_band = cv2.dilate(bone_box.view(np.uint8), band_se).view(bool)
             if step > 1:
                 m = int(3 * blur_px) + 1
@@ -333,6 +350,9 @@ def segment(
             bone_raw_box = bone_raw_s[np.ix_(ridx[ra:rb], cidx[ca:cb])]
             allowed = search[ra:rb, ca:cb] & ~taken
             peak = float(values[core].max())
+            if i in split:
+                # Grow off the bone (and its band) except where the lesion is strong.
+                allowed = allowed & ~(bone_band & (values < params.bone_keep_fraction * peak))
             low = _grow(values >= params.k_low * sigma, core, allowed)
             if params.ring_fit and bone_raw_box[core].mean() <= 0.5 and bone_band[low].mean() < 0.2:
                 keep, ring_bg, peak, local = _grow_ring_fit(
@@ -364,8 +384,10 @@ def segment(
                 reason = "max_area"
             elif _skin_band(body, ra, rb, ca, cb, skin_se)[keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
+            elif i in split and _solidity(keep) < params.bone_split_min_solidity:
+                reason = "bone_split_shape"  # ragged: carved out of bone texture or overlapping bones
             elif (max(bone_raw_box[keep].mean(), bone_raw_box[core].mean()) > 0.5
-                  and (_dome_ratio(values, keep) < params.min_dome_ratio
+                  and (_dome_ratio(values, keep) < (params.bone_split_min_dome if i in split else params.min_dome_ratio)
                        or (params.max_bright_elongation > 0 and _elongation(keep) > params.max_bright_elongation))):
                 # Flat or rim-bright (cortex), or elongated: a short bone (phalanx, carpal), not a nodule.
                 reason = "bone_shape"
@@ -465,6 +487,47 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
         surface = np.maximum(surface, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
     out = np.where(body & ~bone_zone, surface, bg_open)
     return out.astype(np.float32), usable
+
+
+def _split_core(comp, stats, i, smooth, offset, sigma, bone_ax_s, step, factor, band_px, min_px, open_px,
+                params) -> bool:
+    """Core ``i`` (detection grid) lies mostly on the bone mask: keep its largest piece off the
+    axis bone mask (+ band, opened) that is a lesion-like blob — large enough, strong, not elongated.
+
+    On success ``comp`` keeps only that piece under label ``i`` and ``stats[i]`` its box.
+    """
+    c0d, r0d, wd, hd, _ = (int(v) for v in stats[i])
+    h_, w_ = comp.shape
+    ra, rb, ca, cb = max(0, r0d - band_px), min(h_, r0d + hd + band_px), max(0, c0d - band_px), min(w_, c0d + wd + band_px)
+    ri = np.minimum(np.arange(ra, rb) * step // factor, bone_ax_s.shape[0] - 1)
+    ci = np.minimum(np.arange(ca, cb) * step // factor, bone_ax_s.shape[1] - 1)
+    ax = np.ascontiguousarray(bone_ax_s[np.ix_(ri, ci)]).view(np.uint8)
+    band = cv2.dilate(ax, _se(band_px)).view(bool)[r0d - ra : r0d - ra + hd, c0d - ca : c0d - ca + wd]
+    box = comp[r0d : r0d + hd, c0d : c0d + wd]
+    core = box == i
+    off = core & ~band
+    if off.sum() < min_px:
+        return False
+    if open_px > 0:
+        # Cut the thin slivers along cortices that the axis mask leaves out (they connect a lesion
+        # to the rest of the core); the growth restores the lesion's outline.
+        off = cv2.morphologyEx(off.view(np.uint8), cv2.MORPH_OPEN, _se(open_px)).view(bool)
+    n, parts, st, _ = cv2.connectedComponentsWithStats(off.view(np.uint8), connectivity=8)
+    sm_box = smooth[r0d : r0d + hd, c0d : c0d + wd]
+    for j in 1 + np.argsort(-st[1:, cv2.CC_STAT_AREA]):
+        if st[j, cv2.CC_STAT_AREA] < min_px:
+            return False
+        piece = parts == j
+        if (float(sm_box[piece].max()) - offset >= params.bone_split_peak_k * sigma
+                and _elongation(piece) <= params.bone_split_max_elongation):
+            break
+    else:
+        return False
+    box[core & ~piece] = 0
+    x0, y0, w0, h0 = (int(v) for v in st[j, :4])
+    stats[i, :4] = (c0d + x0, r0d + y0, w0, h0)
+    stats[i, cv2.CC_STAT_AREA] = st[j, cv2.CC_STAT_AREA]
+    return True
 
 
 def _blur(a: np.ndarray, sigma_px: float) -> np.ndarray:
