@@ -80,3 +80,37 @@ def test_waterfall_plot():
     png = waterfall_png(changes)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert waterfall_png(changes.iloc[[2]]) is None
+
+
+def test_report_pictures_in_threads_give_the_same_report(report):
+    """build_report(threads=2) re-encodes the pictures concurrently: the HTML is identical, in order."""
+    from calcimeasure.batch.report import build_report
+
+    out = report.parent
+    tables = {n: pd.read_csv(out / f"{n}.csv") for n in
+              ("measurements", "lesions", "errors", "changes", "lesion_changes", "groups")}
+    settings = {"calcimeasure_version": "test", "comparison": {"partial_pct": -25.0, "progression_pct": 25.0}}
+    one = build_report(out, tables, settings)
+    two = build_report(out, tables, settings, threads=2)
+    assert one == two
+    assert one.count('class="pair-picture"') == len(tables["changes"]) >= 2
+
+
+def test_waterfall_of_a_large_cohort_has_no_per_bar_labels():
+    """Over 40 pairs the ids are left to the cohort table (unreadable, and most of the drawing time)."""
+    import cv2
+    import numpy as np
+
+    n = 120
+    rng = np.random.default_rng(0)
+    pct = rng.uniform(-100, 150, n)
+    changes = pd.DataFrame({"pair_id": [f"G{i:03d}-1" for i in range(n)], "area_change_pct": pct,
+                            "response": np.where(pct <= -25, "partial", np.where(pct >= 25, "progression", "stable"))})
+    img = cv2.imdecode(np.frombuffer(waterfall_png(changes), np.uint8), cv2.IMREAD_COLOR)
+    few = cv2.imdecode(np.frombuffer(waterfall_png(changes.head(30)), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and few is not None
+    def bottom_spine(a):  # lowest row crossed by a dark line over half the width: the axes' bottom edge
+        return int(np.nonzero((a.min(axis=2) < 100).mean(axis=1) > 0.5)[0].max())
+
+    # Rotated per-bar ids (30 pairs) take a band under the axes; one x label (120 pairs) a thin one.
+    assert bottom_spine(img) > bottom_spine(few) + 15

@@ -13,7 +13,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -170,6 +169,8 @@ def match_lesions(
     # Hungarian on the linked pairs (cost: distance; unlinked prohibitive) — used to
     # order members so that one-to-one pairs come first within a group.
     cost = np.where(linked, dist, 1e9)
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs ~0.5 s to import
+
     r_ind, c_ind = linear_sum_assignment(cost)
     primary = {b_ids[r]: f_ids[c] for r, c in zip(r_ind, c_ind) if linked[r, c]}
     groups: dict[int, tuple[list[int], list[int]]] = {}

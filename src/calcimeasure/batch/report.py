@@ -16,6 +16,7 @@ import html
 import io
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,10 @@ def _jpeg_of(path: Path, quality: int = 85) -> bytes | None:
     return buf.tobytes() if ok else None
 
 
+#: The waterfall labels each bar with its pair id up to this many pairs.
+_MAX_BAR_LABELS = 40
+
+
 def waterfall_png(changes: pd.DataFrame, partial_pct: float = -25.0, progression_pct: float = 25.0) -> bytes | None:
     """Waterfall plot (PNG bytes) of the pairs' % total area change, sorted, coloured by
     response, with the response bands; ``None`` when no pair has a % change."""
@@ -123,8 +128,14 @@ def waterfall_png(changes: pd.DataFrame, partial_pct: float = -25.0, progression
     ax.axhline(partial_pct, color="#0072B2", ls="--", lw=1)
     ax.axhline(progression_pct, color="#D55E00", ls="--", lw=1)
     ax.axhline(0, color="#333", lw=0.8)
-    ax.set_xticks(x)
-    ax.set_xticklabels(d["pair_id"], rotation=90 if n > 8 else 0, fontsize=8)
+    if n <= _MAX_BAR_LABELS:
+        ax.set_xticks(x)
+        ax.set_xticklabels(d["pair_id"], rotation=90 if n > 8 else 0, fontsize=8)
+    else:
+        # Beyond ~40 bars the ids are unreadable (and drawing them is most of the plot's cost):
+        # the cohort table below the plot lists every pair with its change.
+        ax.set_xticks([])
+        ax.set_xlabel(f"{n} pairs, sorted by % change (pair ids and values: cohort table)")
     ax.set_xlim(-0.6, n - 0.4)
     lo = min(-105.0, float(shown.min()) - 5)
     hi = max(progression_pct * 2, float(shown.max()) * 1.12 + 5)
@@ -188,8 +199,57 @@ _LESIONS = [
 ]
 
 
-def build_report(out: Path, tables: dict[str, pd.DataFrame], settings: dict[str, Any]) -> str:
-    """The HTML text of ``report.html`` from the study's tables (pictures read from ``out``)."""
+def _append_pairs(parts: list[str], changes: pd.DataFrame, records: list[dict], lchanges: pd.DataFrame,
+                  jpegs: Any, png: bytes | None) -> None:
+    """The waterfall picture, the cohort table and one section per pair (``jpegs``: its picture)."""
+    if png:
+        parts.append(f'<img class="plot" id="waterfall" alt="waterfall plot of per-pair area change" '
+                     f'src="{_data_uri(png, "image/png")}">')
+    else:
+        parts.append("<p>No pair with a % change.</p>")
+
+    parts.append("<h2>Cohort</h2>")
+    parts.append('<div class="wide">' + _table(changes, _COHORT, table_id="cohort", row_attr="pair_id") + "</div>")
+
+    parts.append("<h2>Pairs</h2>")
+    by_pair = dict(tuple(lchanges.groupby("pair_id", sort=False))) if len(lchanges) else {}
+    for rec, data in zip(records, jpegs):
+        pid = rec["pair_id"]
+        parts.append(f'<section class="pair" id="pair-{_e(pid)}"><h3>{_e(pid)} — {_resp(rec["response"])} '
+                     f'{_num(rec.get("area_change_pct"), "{:+.1f}")} %</h3>')
+        parts.append(f'<p class="muted">baseline {_e(rec["baseline_file"])} ({_e(rec["baseline_date"])}) → '
+                     f'follow-up {_e(rec["followup_file"])} ({_e(rec["followup_date"])})</p>')
+        if data:
+            parts.append(f'<img class="pair-picture" alt="baseline and follow-up of pair {_e(pid)}" '
+                         f'src="{_data_uri(data, "image/jpeg")}">')
+        reg = ("ok" if rec.get("registration_ok") in (True, "True") else "FAILED") + (
+            f", quality {_num(rec.get('registration_quality'), '{:.2f}')}, scale "
+            f"{_num(rec.get('registration_scale'), '{:.3f}')}, rotation {_num(rec.get('registration_rotation_deg'), '{:+.1f}')}°")
+        parts.append(
+            "<table><tbody>"
+            f"<tr><th>total area</th><td>{_num(rec.get('baseline_total_mm2'))} → {_num(rec.get('followup_total_mm2'))} mm² "
+            f"({_num(rec.get('area_change_mm2'), '{:+.1f}')} mm², {_num(rec.get('area_change_pct'), '{:+.1f}')} %; "
+            f"anatomical {_num(rec.get('area_change_pct_anatomical'), '{:+.1f}')} %)</td></tr>"
+            f"<tr><th>lesions</th><td>{_num(rec.get('baseline_lesions'), '{:.0f}')} → "
+            f"{_num(rec.get('followup_lesions'), '{:.0f}')} ({_num(rec.get('lesions_vanished'), '{:.0f}')} vanished, "
+            f"{_num(rec.get('lesions_new'), '{:.0f}')} new)</td></tr>"
+            f"<tr><th>registration</th><td>{_e(reg)}</td></tr>"
+            f"<tr><th>interval</th><td>{_num(rec.get('interval_days'), '{:.0f}')} days</td></tr>"
+            f"<tr><th>flags</th><td class=\"flags\">{_e(rec.get('flags'))}</td></tr>"
+            "</tbody></table>"
+        )
+        sub = by_pair.get(pid)
+        if sub is not None and len(sub):
+            parts.append(_table(sub, _LESIONS))
+        parts.append("</section>")
+
+
+def build_report(out: Path, tables: dict[str, pd.DataFrame], settings: dict[str, Any], *, threads: int = 1) -> str:
+    """The HTML text of ``report.html`` from the study's tables (pictures read from ``out``).
+
+    ``threads`` > 1 re-encodes the pair pictures in that many threads (OpenCV releases the GIL),
+    while the waterfall is drawn: on a 100-pair study, most of the report's time.
+    """
     changes = tables["changes"]
     lchanges = tables["lesion_changes"]
     measurements = tables["measurements"]
@@ -214,49 +274,24 @@ def build_report(out: Path, tables: dict[str, pd.DataFrame], settings: dict[str,
         f"follow-up. Patients are shown by their pseudonymous key only.</p>"
     )
 
-    parts.append("<h2>Waterfall</h2>")
-    png = waterfall_png(changes, lo, hi) if len(changes) else None
-    if png:
-        parts.append(f'<img class="plot" id="waterfall" alt="waterfall plot of per-pair area change" '
-                     f'src="{_data_uri(png, "image/png")}">')
-    else:
-        parts.append("<p>No pair with a % change.</p>")
+    records = changes.to_dict(orient="records")
+    paths = [out / r["side_by_side"] if isinstance(r.get("side_by_side"), str) and r["side_by_side"] else None
+             for r in records]
 
-    parts.append("<h2>Cohort</h2>")
-    parts.append('<div class="wide">' + _table(changes, _COHORT, table_id="cohort", row_attr="pair_id") + "</div>")
+    def jpeg(path: Path | None) -> bytes | None:
+        return _jpeg_of(path) if path is not None else None
 
-    parts.append("<h2>Pairs</h2>")
-    for rec in changes.to_dict(orient="records"):
-        pid = rec["pair_id"]
-        parts.append(f'<section class="pair" id="pair-{_e(pid)}"><h3>{_e(pid)} — {_resp(rec["response"])} '
-                     f'{_num(rec.get("area_change_pct"), "{:+.1f}")} %</h3>')
-        parts.append(f'<p class="muted">baseline {_e(rec["baseline_file"])} ({_e(rec["baseline_date"])}) → '
-                     f'follow-up {_e(rec["followup_file"])} ({_e(rec["followup_date"])})</p>')
-        pic = rec.get("side_by_side")
-        data = _jpeg_of(out / pic) if isinstance(pic, str) and pic else None
-        if data:
-            parts.append(f'<img class="pair-picture" alt="baseline and follow-up of pair {_e(pid)}" '
-                         f'src="{_data_uri(data, "image/jpeg")}">')
-        reg = ("ok" if rec.get("registration_ok") in (True, "True") else "FAILED") + (
-            f", quality {_num(rec.get('registration_quality'), '{:.2f}')}, scale "
-            f"{_num(rec.get('registration_scale'), '{:.3f}')}, rotation {_num(rec.get('registration_rotation_deg'), '{:+.1f}')}°")
-        parts.append(
-            "<table><tbody>"
-            f"<tr><th>total area</th><td>{_num(rec.get('baseline_total_mm2'))} → {_num(rec.get('followup_total_mm2'))} mm² "
-            f"({_num(rec.get('area_change_mm2'), '{:+.1f}')} mm², {_num(rec.get('area_change_pct'), '{:+.1f}')} %; "
-            f"anatomical {_num(rec.get('area_change_pct_anatomical'), '{:+.1f}')} %)</td></tr>"
-            f"<tr><th>lesions</th><td>{_num(rec.get('baseline_lesions'), '{:.0f}')} → "
-            f"{_num(rec.get('followup_lesions'), '{:.0f}')} ({_num(rec.get('lesions_vanished'), '{:.0f}')} vanished, "
-            f"{_num(rec.get('lesions_new'), '{:.0f}')} new)</td></tr>"
-            f"<tr><th>registration</th><td>{_e(reg)}</td></tr>"
-            f"<tr><th>interval</th><td>{_num(rec.get('interval_days'), '{:.0f}')} days</td></tr>"
-            f"<tr><th>flags</th><td class=\"flags\">{_e(rec.get('flags'))}</td></tr>"
-            "</tbody></table>"
-        )
-        sub = lchanges[lchanges["pair_id"] == pid]
-        if len(sub):
-            parts.append(_table(sub, _LESIONS))
-        parts.append("</section>")
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 and len(paths) > 1 else None
+    try:
+        # Pictures are re-encoded in the pool while the waterfall is drawn; consumed in order below.
+        jpegs = pool.map(jpeg, paths) if pool is not None else map(jpeg, paths)
+        parts.append("<h2>Waterfall</h2>")
+        png = waterfall_png(changes, lo, hi) if len(changes) else None
+        _append_pairs(parts, changes, records, lchanges, jpegs, png)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
 
     parts.append("<h2>Films in no pair</h2>")
     if len(groups):

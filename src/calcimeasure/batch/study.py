@@ -379,7 +379,8 @@ def _finish(cfg, out, summary, records, pair_records, films, plans, settings, st
     from .report import build_report
 
     settings = {**settings, "elapsed_s": round(time.perf_counter() - started, 1), "interrupted": summary.interrupted}
-    html = build_report(out, tables, settings)
+    # The pictures are re-encoded on this machine: as many threads as it was asked to use (at most its CPUs).
+    html = build_report(out, tables, settings, threads=max(1, min(cfg.jobs, os.cpu_count() or 1)))
     atomic_write_text(out / "report.html", html)
 
     msg = (f"{summary.measured} image(s) measured ({summary.computed} now, {summary.reused} reused), "
