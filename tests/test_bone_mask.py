@@ -82,3 +82,21 @@ def test_empty_body_and_flat_image():
     assert m.shape == img.shape and m.dtype == bool and not m.any()
     m = bone_mask_small(np.full((64, 80), 5.0, np.float32), np.ones((64, 80), bool), 0.6)
     assert m.dtype == bool and not m.any()
+
+
+def test_fill_holes_equals_scipy():
+    """The flood-fill hole filling used by the masks is scipy's binary_fill_holes, exactly."""
+    from scipy import ndimage as ndi
+
+    from calcimeasure.segment.masks import fill_holes
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        shape = (int(rng.integers(1, 120)), int(rng.integers(1, 120)))
+        m = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), float(rng.uniform(0.5, 4))) > rng.uniform(0.45, 0.55)
+        m[0] = rng.random(shape[1]) > 0.5  # structures touching the border are not holes
+        assert (fill_holes(m) == ndi.binary_fill_holes(m)).all(), trial
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    assert fill_holes(ring)[4, 4] and not fill_holes(np.zeros((5, 5), bool)).any()

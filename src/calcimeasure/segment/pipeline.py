@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from ..errors import ParameterError
 from ..params import SegmentationParams
 from ..radiograph import Radiograph
-from .background import (background_small, enlarge, noise_sigma_highpass, reduce, robust_sigma,
+from .background import (background_small, enlarge, gather, noise_sigma_highpass, reduce, robust_sigma,
                          soft_tissue_background)
 from .bone import bone_mask_small as bone_zone_small
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small
@@ -190,7 +190,7 @@ def segment(
     cidx = np.minimum(np.arange(cols) // factor, small.shape[1] - 1)
 
     # 2. Residual; detection on a grid of about detect_spacing_mm (the source grid up to 0.1 mm).
-    residual = x - background
+    residual = np.subtract(x, background, out=background)  # in place: one full-size array less
     del background
     sigma_px = params.smoothing_mm / pix_mm
     step = max(1, int(round(params.detect_spacing_mm / pix_mm)))
@@ -211,8 +211,8 @@ def segment(
         # Noise (and residual clutter) where it matters: the smoothed residual over the soft tissue
         # used for the surface (no bone texture, no lesion candidates, no anatomy edges).
         hd_, wd_ = smooth.shape
-        soft_d = soft_s[np.ix_(np.minimum(np.arange(hd_) * step // factor, soft_s.shape[0] - 1),
-                               np.minimum(np.arange(wd_) * step // factor, soft_s.shape[1] - 1))]
+        soft_d = gather(soft_s, np.minimum(np.arange(hd_) * step // factor, soft_s.shape[0] - 1),
+                        np.minimum(np.arange(wd_) * step // factor, soft_s.shape[1] - 1))
         sample = smooth[::sub, ::sub][soft_d[::sub, ::sub]]
         if sample.size >= 256:
             clutter_d = soft_d
@@ -328,13 +328,13 @@ def segment(
             if step > 1:
                 ri = (np.arange(ra, rb) // step).clip(0, comp.shape[0] - 1)
                 ci = (np.arange(ca, cb) // step).clip(0, comp.shape[1] - 1)
-                core = comp[np.ix_(ri, ci)] == i
+                core = gather(comp, ri, ci) == i
             else:
                 core = comp[ra:rb, ca:cb] == i
             taken = labels[ra:rb, ca:cb] > 0
             if i in split:
                 # Against a bone: the bone is the axis mask (the full mask swallows the lesion).
-                bone_box = np.ascontiguousarray(bone_ax_s[np.ix_(ridx[ra:rb], cidx[ca:cb])])
+                bone_box = gather(bone_ax_s, ridx[ra:rb], cidx[ca:cb])
             else:
                 bone_box = bone[ra:rb, ca:cb]
             bone_band = cv2.dilate(bone_box.view(np.uint8), band_se).view(bool)
@@ -347,7 +347,7 @@ def segment(
                     core = fine
             else:
                 values = smooth[ra:rb, ca:cb] - offset
-            bone_raw_box = bone_raw_s[np.ix_(ridx[ra:rb], cidx[ca:cb])]
+            bone_raw_box = gather(bone_raw_s, ridx[ra:rb], cidx[ca:cb])
             allowed = search[ra:rb, ca:cb] & ~taken
             peak = float(values[core].max())
             if i in split:
@@ -422,7 +422,7 @@ def segment(
             any_label = True
             levels[next_id] = ring_bg + offset
             next_id += 1
-    labels[labels < 0] = 0
+    np.maximum(labels, 0, out=labels)  # rejected structures (-1) are background
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
@@ -501,7 +501,7 @@ def _split_core(comp, stats, i, smooth, offset, sigma, bone_ax_s, step, factor, 
     ra, rb, ca, cb = max(0, r0d - band_px), min(h_, r0d + hd + band_px), max(0, c0d - band_px), min(w_, c0d + wd + band_px)
     ri = np.minimum(np.arange(ra, rb) * step // factor, bone_ax_s.shape[0] - 1)
     ci = np.minimum(np.arange(ca, cb) * step // factor, bone_ax_s.shape[1] - 1)
-    ax = np.ascontiguousarray(bone_ax_s[np.ix_(ri, ci)]).view(np.uint8)
+    ax = gather(bone_ax_s, ri, ci).view(np.uint8)
     band = cv2.dilate(ax, _se(band_px)).view(bool)[r0d - ra : r0d - ra + hd, c0d - ca : c0d - ca + wd]
     box = comp[r0d : r0d + hd, c0d : c0d + wd]
     core = box == i
