@@ -139,7 +139,8 @@ def segment(
         spacing = spacing_mm
     if pixels.ndim != 2 or min(pixels.shape) < 16:
         raise ParameterError(f"`image` must be a 2-D array of at least 16 x 16 pixels, got shape {pixels.shape}")
-    if not np.isfinite(np.add.reduce(pixels, axis=None, dtype=np.float64)):
+    # A float32 sum is NaN / inf when a pixel is (exact check only when the sum overflows).
+    if not (np.isfinite(pixels.sum(dtype=np.float32)) or np.isfinite(pixels).all()):
         raise ParameterError("`image` contains NaN or infinite values")
     if spacing is not None:
         try:
@@ -248,6 +249,7 @@ def segment(
 
     # 3. Confident cores (k_high sigma), brightest first; each grown locally.
     labels = np.zeros(x.shape, np.int32)
+    marked: list[tuple[int, int, int, int]] = []  # boxes where rejected structures were marked -1
     any_label = False
     levels: dict[int, float] = {}
     rejected: list[dict] = []
@@ -328,7 +330,8 @@ def segment(
             if step > 1:
                 ri = (np.arange(ra, rb) // step).clip(0, comp.shape[0] - 1)
                 ci = (np.arange(ca, cb) // step).clip(0, comp.shape[1] - 1)
-                core = gather(comp, ri, ci) == i
+                # The core on the detection grid (its box), then up to the source grid.
+                core = gather(comp[ri[0] : ri[-1] + 1, ci[0] : ci[-1] + 1] == i, ri - ri[0], ci - ci[0])
             else:
                 core = comp[ra:rb, ca:cb] == i
             taken = labels[ra:rb, ca:cb] > 0
@@ -410,6 +413,7 @@ def segment(
                 rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
                 # Do not let a rejected structure seed a lesion again.
                 labels[ra:rb, ca:cb][keep & (labels[ra:rb, ca:cb] == 0)] = -1
+                marked.append((ra, rb, ca, cb))
                 any_label = True
                 continue
             # A fainter part of a lesion already grown (mottled cloud, lobe of a plaque) joins it.
@@ -422,7 +426,9 @@ def segment(
             any_label = True
             levels[next_id] = ring_bg + offset
             next_id += 1
-    np.maximum(labels, 0, out=labels)  # rejected structures (-1) are background
+    for ra, rb, ca, cb in marked:  # rejected structures (-1) are background
+        box = labels[ra:rb, ca:cb]
+        box[box < 0] = 0
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
