@@ -80,3 +80,67 @@ def test_affine_mode_and_params_validation():
         RegistrationParams(model="rigid-ish")
     with pytest.raises(ParameterError, match="2-D"):
         register(np.zeros((3, 3, 3)), np.zeros((10, 10)))
+
+
+def _ambiguous(shift_px=(0.0, 0.0), ok=False, ambiguous=True):
+    from calcimeasure.register import Registration
+
+    m = np.eye(3)
+    m[:2, 2] = shift_px
+    return Registration(m, ok, 0.9, 40, "" if ok else "ambiguous: ...", ambiguous=ambiguous)
+
+
+def test_landmarks_settle_an_ambiguous_shift():
+    """Anatomy right in rotation and scale but 5 mm off along the shaft: the lesions that persist
+    give the shift back; vanished and new lesions do not disturb the consensus."""
+    from calcimeasure.register import resolve_with_landmarks
+
+    sp = (0.1, 0.1)
+    rng = np.random.default_rng(0)
+    persist = rng.uniform(100, 900, (6, 2))
+    base = np.vstack([persist, [[150.0, 700.0], [820.0, 200.0]]])  # two vanish on the follow-up
+    true_shift = np.array([50.0, 0.0])  # follow-up -> baseline, px (5 mm along the rows)
+    fu = np.vstack([persist - true_shift + rng.normal(0, 2, persist.shape), [[500.0, 500.0]]])  # one new
+    reg = resolve_with_landmarks(_ambiguous(), base, fu, sp)
+    assert reg.ok and reg.landmarks == 6 and reg.failure_reason == ""
+    assert np.allclose(reg.translation_px, true_shift, atol=3.0)
+    assert reg.to_dict()["landmarks"] == 6
+
+
+def test_landmarks_never_force_an_answer():
+    from calcimeasure.register import resolve_with_landmarks
+
+    sp = (0.1, 0.1)
+    amb = _ambiguous()
+    # Lesions evenly spaced along the ambiguous axis: a shift by one spacing fits as well.
+    row = np.array([[100.0 + 40 * k, 500.0] for k in range(6)])
+    assert not resolve_with_landmarks(amb, row, row - [40.0, 0.0], sp).ok
+    # Too few landmarks, or too few of them agreeing.
+    two = np.array([[100.0, 100.0], [400.0, 700.0]])
+    assert not resolve_with_landmarks(amb, two, two, sp).ok
+    rng = np.random.default_rng(1)
+    assert not resolve_with_landmarks(amb, rng.uniform(0, 900, (8, 2)), rng.uniform(0, 900, (8, 2)), sp).ok
+    # Only an ambiguous registration is touched: a failed or a good one comes back unchanged.
+    pts = rng.uniform(100, 900, (6, 2))
+    failed = _ambiguous(ambiguous=False)
+    assert resolve_with_landmarks(failed, pts, pts - 30, sp) is failed
+    good = _ambiguous(ok=True, ambiguous=False)
+    assert resolve_with_landmarks(good, pts, pts - 30, sp) is good
+
+
+def test_forearm_pair_settled_by_its_lesions_in_compare(tmp_path):
+    """A forearm pair whose shafts run out of the field: register() reports the ambiguity,
+    compare() settles it with the lesions seen on both films, within 1 mm of the truth."""
+    from calcimeasure import compare
+    from calcimeasure.phantom import write_dicom
+
+    pair = render_pair(PhantomSpec.preset("realistic", body_part="forearm"), seed=6)
+    b, f = pair.baseline, pair.followup
+    anatomy = register(b.pixels, f.pixels, baseline_spacing_mm=b.spacing_mm, followup_spacing_mm=f.spacing_mm)
+    assert not anatomy.ok and anatomy.ambiguous and "ambiguous" in anatomy.failure_reason
+    write_dicom(b, tmp_path / "b.dcm")
+    write_dicom(f, tmp_path / "f.dcm")
+    c = compare(tmp_path / "b.dcm", tmp_path / "f.dcm")
+    assert c.registration.ok and c.registration.landmarks >= 3
+    assert any("settled by" in fl for fl in c.flags)
+    assert lesion_error_mm(pair, c.registration) <= 1.0

@@ -20,7 +20,7 @@ from .errors import ParameterError
 from .measure import Measurement, measure
 from .params import SegmentationParams, params_digest
 from .radiograph import Radiograph
-from .register import Registration, RegistrationParams, register
+from .register import Registration, RegistrationParams, register, resolve_with_landmarks
 
 __all__ = [
     "compare",
@@ -307,8 +307,6 @@ def compare(
     rf = _as_radiograph(followup)
     reg = register(rb, rf, params=registration_params)
     flags: list[str] = []
-    if not reg.ok:
-        flags.append(f"registration failed: {reg.failure_reason}; lesion matching is unreliable")
     mb = baseline if isinstance(baseline, Measurement) else measure(rb, roi=roi, params=segmentation_params)
     if isinstance(followup, Measurement):
         mf = followup
@@ -317,6 +315,18 @@ def compare(
         if roi is not None and not reg.ok:
             flags.append("ROI could not be carried to the follow-up (registration failed)")
         mf = measure(rf, roi=roi_f, params=segmentation_params)
+    if reg.ambiguous and not (roi is not None and not isinstance(followup, Measurement)):
+        # The anatomy fixed rotation and scale but not the shift along it: lesions seen on both
+        # films settle it when enough of them agree on one shift (never with an ROI that had to be
+        # carried before the shift was known).
+        reg = resolve_with_landmarks(
+            reg, mb.lesions[["centroid_row_px", "centroid_col_px"]].to_numpy(float),
+            mf.lesions[["centroid_row_px", "centroid_col_px"]].to_numpy(float), rb.spacing_mm)
+        if reg.ok:
+            flags.append(f"registration: the anatomy alone was ambiguous (films slide along it); the shift was "
+                         f"settled by {reg.landmarks} lesion landmarks")
+    if not reg.ok:
+        flags.insert(0, f"registration failed: {reg.failure_reason}; lesion matching is unreliable")
 
     groups = match_lesions(mb.labels, mf.labels, reg, baseline_spacing_mm=rb.spacing_mm,
                            match_distance_mm=params.match_distance_mm)

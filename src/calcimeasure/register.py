@@ -25,7 +25,7 @@ to the lesions themselves changing:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from .errors import ParameterError
 from .radiograph import Radiograph
 
-__all__ = ["register", "Registration", "RegistrationParams"]
+__all__ = ["register", "resolve_with_landmarks", "Registration", "RegistrationParams"]
 
 # Swap between (row, col) and OpenCV's (x, y) = (col, row) homogeneous coordinates.
 _SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -96,6 +96,14 @@ class Registration:
         Empty when ``ok``.
     model : str
         ``"similarity"`` or ``"affine"``.
+    peak_margin : float
+        Drop of quality when the films are shifted by ``ambiguity_shift_mm`` (the least, over
+        directions): small when the optimum is a ridge, not a peak.
+    ambiguous : bool
+        The anatomy matched, but along a ridge (the only failure reason).
+    landmarks : int
+        Number of lesion landmarks that resolved an ambiguous registration
+        (:func:`resolve_with_landmarks`); 0 when the anatomy alone decided.
     """
 
     matrix: np.ndarray = field(repr=False)
@@ -105,6 +113,12 @@ class Registration:
     failure_reason: str = ""
     model: str = "similarity"
     peak_margin: float = float("nan")
+    #: True when the anatomy matched well (quality and inliers) and the only failure is
+    #: ambiguity: the films also match when slid along some direction (long bones running
+    #: out of the field). :func:`resolve_with_landmarks` may then settle the shift.
+    ambiguous: bool = False
+    #: Lesion landmarks that settled an ambiguous registration (0: anatomy alone).
+    landmarks: int = 0
 
     @property
     def scale(self) -> float:
@@ -159,6 +173,8 @@ class Registration:
             "scale": self.scale,
             "rotation_deg": self.rotation_deg,
             "peak_margin": self.peak_margin,
+            "ambiguous": self.ambiguous,
+            "landmarks": self.landmarks,
         }
 
 
@@ -329,7 +345,83 @@ def register(
     if not 0.5 < scale < 2.0:
         reasons.append(f"implausible scale {scale:.2f} between the films")
     return Registration(matrix, not reasons, float(quality), n_in, "; ".join(reasons), params.model,
-                        peak_margin=float(margin))
+                        peak_margin=float(margin), ambiguous=len(reasons) == 1 and margin < params.min_peak_margin)
+
+
+def resolve_with_landmarks(
+    registration: Registration,
+    baseline_points_rc: np.ndarray,
+    followup_points_rc: np.ndarray,
+    baseline_spacing_mm: tuple[float, float] | None,
+    *,
+    tolerance_mm: float = 1.5,
+    max_shift_mm: float = 10.0,
+    min_landmarks: int = 3,
+    min_fraction: float = 0.5,
+) -> Registration:
+    """Settle an ambiguous registration with landmarks seen on both films (lesion centroids).
+
+    When the anatomy fixes rotation and scale but lets the films slide (``registration.ambiguous``:
+    parallel long bones running out of the field), the shift along the ridge is taken from the
+    landmarks: the translation (at most ``max_shift_mm``) that brings the most follow-up points
+    within ``tolerance_mm`` of a distinct baseline point. It is accepted only when at least
+    ``min_landmarks`` points, and ``min_fraction`` of the smaller set, agree, and when any other
+    translation (more than ``tolerance_mm`` away) explains at most half as many — persisting
+    lesions move with the anatomy; vanished, new or evenly spaced ones cannot fake a clear
+    consensus. Otherwise, and for any other registration, ``registration`` is returned unchanged.
+
+    Parameters
+    ----------
+    registration : Registration
+        From :func:`register`.
+    baseline_points_rc, followup_points_rc : ndarray of shape (K, 2)
+        Landmarks (row, col) on each film's own grid.
+    baseline_spacing_mm : (float, float) or None
+        Baseline spacing (mm); None: 0.15 mm is assumed for the tolerances.
+
+    Returns
+    -------
+    Registration
+        ``ok`` with ``landmarks`` > 0 when settled (the matrix's translation corrected).
+    """
+    if registration.ok or not registration.ambiguous:
+        return registration
+    pb = np.asarray(baseline_points_rc, dtype=np.float64).reshape(-1, 2)
+    pf = registration.map_points(np.asarray(followup_points_rc, dtype=np.float64).reshape(-1, 2))
+    if min(len(pb), len(pf)) < min_landmarks:
+        return registration
+    sp = np.asarray(baseline_spacing_mm if baseline_spacing_mm else (0.15, 0.15), dtype=np.float64)
+    b_mm, f_mm = pb * sp, pf * sp
+    # Candidate shifts: every (baseline, follow-up) pairing within reach.
+    shifts = (b_mm[:, None, :] - f_mm[None, :, :]).reshape(-1, 2)
+    shifts = shifts[np.hypot(shifts[:, 0], shifts[:, 1]) <= max_shift_mm]
+
+    def consensus(t: np.ndarray) -> tuple[int, np.ndarray]:
+        d = np.hypot(*((b_mm[:, None, :] - (f_mm[None, :, :] + t)).transpose(2, 0, 1)))
+        used_b: set[int] = set()
+        residuals = []
+        for j in np.argsort(d.min(axis=0)):  # one-to-one, closest first
+            i = next((int(i) for i in np.argsort(d[:, j]) if int(i) not in used_b), None)
+            if i is not None and d[i, j] <= tolerance_mm:
+                used_b.add(i)
+                residuals.append(b_mm[i] - f_mm[j])
+        return len(residuals), (np.mean(residuals, axis=0) if residuals else t)
+
+    scored = [(n, t_ref) for n, t_ref in (consensus(t) for t in shifts)]
+    if not scored:
+        return registration
+    best_n = max(n for n, _ in scored)
+    winners = [t for n, t in scored if n == best_n]
+    t_best = np.mean(winners, axis=0)
+    # The best shift must stand out: any other shift (beyond the tolerance) explains at most
+    # half as many landmarks (lesions evenly spaced along the ridge fit several shifts).
+    runner_up = max((n for n, t in scored if np.hypot(*(t - t_best)) > tolerance_mm), default=0)
+    if best_n < max(min_landmarks, min_fraction * min(len(pb), len(pf))) or runner_up > best_n / 2:
+        return registration
+    t_px = t_best / sp
+    matrix = registration.matrix.copy()
+    matrix[:2, 2] += t_px
+    return replace(registration, matrix=matrix, ok=True, failure_reason="", landmarks=int(best_n))
 
 
 def _nearest_similarity(m: np.ndarray) -> np.ndarray:
