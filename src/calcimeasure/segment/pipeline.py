@@ -166,6 +166,15 @@ def segment(
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
     body_s = body_mask_small(small, field_s)
+    # The body reaching further out to the limb's outline (body_level): searched, and the soft-tissue
+    # surface extended to it; the bone masks, the surface's support and the noise keep the Otsu body
+    # (the thin rim has a steep profile: clutter for the noise, not followed by a quadratic).
+    body_ext_s = body_s
+    if params.body_level > 0:
+        # Only a rim along the Otsu body's outline (not a marker's PMMA holder lying apart).
+        rim = max(1, int(round(params.body_rim_mm / (pix_mm * factor))))
+        near = cv2.dilate(body_s.view(np.uint8), _se(rim)).view(bool)
+        body_ext_s = body_s | (body_mask_small(small, field_s, params.body_level) & near)
     masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None,
         axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
@@ -182,9 +191,11 @@ def segment(
     soft_s = None
     if params.soft_background:
         bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params,
-                                            seed_background=bg_disk)
+                                            seed_background=bg_disk, body_ext=body_ext_s)
     background = enlarge(bg_small, factor, rows, cols)
-    field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_s, bone_s))
+    field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_ext_s, bone_s))
+    # The rim that body_level adds (reduced grid): the soft-tissue surface is extrapolated there.
+    rim_s = None if body_ext_s is body_s else body_ext_s & ~body_s
     # Source grid -> reduced grid (per-box lookups).
     ridx = np.minimum(np.arange(rows) // factor, small.shape[0] - 1)
     cidx = np.minimum(np.arange(cols) // factor, small.shape[1] - 1)
@@ -198,8 +209,12 @@ def segment(
         rd = reduce(residual, step)
         hd, wd = rd.shape
         body_d = body[::step, ::step][:hd, :wd]
+        if body_ext_s is not body_s:
+            body_d = body_s[np.ix_(ridx[::step][:hd], cidx[::step][:wd])]
     else:
         rd, body_d = residual, body
+        if body_ext_s is not body_s:
+            body_d = body_s[np.ix_(ridx, cidx)]
     smooth = _blur(rd, sigma_px / step)
     sub = max(1, 4 // step)
     sample = smooth[::sub, ::sub][body_d[::sub, ::sub]]
@@ -384,6 +399,9 @@ def segment(
                 reason = "max_area"
             elif _skin_band(body, ra, rb, ca, cb, skin_se)[keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
+            elif (rim_s is not None and gpeak < params.faint_peak_k * sigma
+                  and rim_s[np.ix_(ridx[ra:rb], cidx[ca:cb])][keep].mean() > params.rim_max_fraction):
+                reason = "rim"  # faint and almost all in the rim at the outline (extrapolated surface)
             elif i in split and _solidity(keep) < params.bone_split_min_solidity:
                 reason = "bone_split_shape"  # ragged: carved out of bone texture or overlapping bones
             elif (max(bone_raw_box[keep].mean(), bone_raw_box[core].mean()) > 0.5
@@ -426,7 +444,7 @@ def segment(
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
-def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None):
+def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None, body_ext=None):
     """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
 
     The surface is the normalized convolution of the image over the soft tissue
@@ -444,6 +462,8 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
         bone = bone | bone_zone_small(small, body, spacing_small_mm)
     bone_zone = cv2.dilate(bone.view(np.uint8), se(params.soft_bone_margin_mm)).view(bool)
     usable0 = body & ~bone_zone
+    if body_ext is None:
+        body_ext = body
     if usable0.sum() < 64:
         return bg_open, None
     # The surface is smooth on the scale of soft_sigma_mm: fit it on a grid of about that
@@ -452,7 +472,7 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
     g = max(1, int(params.soft_sigma_mm / spacing_small_mm))
     rows_s, cols_s = small.shape
     coarse = reduce(small, g)
-    where = reduce(body.astype(np.float32), g) > 0
+    where = reduce(body_ext.astype(np.float32), g) > 0
     sigma_px = params.soft_sigma_mm / (spacing_small_mm * g)
     usable = usable0
     cand_se = se(params.soft_candidate_margin_mm)
@@ -485,7 +505,7 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
     if params.soft_line_mm > 0:
         lines = elongated_opening(small, int(round(params.soft_line_mm / spacing_small_mm)))
         surface = np.maximum(surface, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
-    out = np.where(body & ~bone_zone, surface, bg_open)
+    out = np.where(body_ext & ~bone_zone, surface, bg_open)
     return out.astype(np.float32), usable
 
 
