@@ -393,6 +393,13 @@ def segment(
             keep &= ~(bone_box & (values < params.bone_keep_fraction * gpeak))
             area = int(keep.sum())
             reason = None
+            # The bright-class (short bone) test ignores the rim that body_level adds: below the Otsu
+            # body threshold by construction, it would dilute the bright fraction and fake a dome.
+            keep_b = keep
+            if rim_s is not None:
+                off_rim = keep & ~rim_s[np.ix_(ridx[ra:rb], cidx[ca:cb])]
+                if off_rim.sum() >= 16:
+                    keep_b = off_rim
             if area < min_px:
                 reason = "min_area"
             elif area > max_px:
@@ -404,9 +411,9 @@ def segment(
                 reason = "rim"  # faint and almost all in the rim at the outline (extrapolated surface)
             elif i in split and _solidity(keep) < params.bone_split_min_solidity:
                 reason = "bone_split_shape"  # ragged: carved out of bone texture or overlapping bones
-            elif (max(bone_raw_box[keep].mean(), bone_raw_box[core].mean()) > 0.5
-                  and (_dome_ratio(values, keep) < (params.bone_split_min_dome if i in split else params.min_dome_ratio)
-                       or (params.max_bright_elongation > 0 and _elongation(keep) > params.max_bright_elongation))):
+            elif (max(bone_raw_box[keep_b].mean(), bone_raw_box[core].mean()) > 0.5
+                  and (_dome_ratio(values, keep_b) < (params.bone_split_min_dome if i in split else params.min_dome_ratio)
+                       or (params.max_bright_elongation > 0 and _elongation(keep_b) > params.max_bright_elongation))):
                 # Flat or rim-bright (cortex), or elongated: a short bone (phalanx, carpal), not a nodule.
                 reason = "bone_shape"
             elif (params.min_dome_ratio_faint > 0 and area * pixel_area < params.small_area_mm2
