@@ -165,16 +165,17 @@ def segment(
         bg_small = np.maximum(bg_small, np.minimum(elongated_opening(small, bone_len), cv2.GaussianBlur(small, (0, 0), 1.0)))
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
-    body_s = body_mask_small(small, field_s)
     # The body reaching further out to the limb's outline (body_level): searched, and the soft-tissue
     # surface extended to it; the bone masks, the surface's support and the noise keep the Otsu body
     # (the thin rim has a steep profile: clutter for the noise, not followed by a quadratic).
-    body_ext_s = body_s
     if params.body_level > 0:
+        body_s, low_s = body_mask_small(small, field_s, params.body_level)
         # Only a rim along the Otsu body's outline (not a marker's PMMA holder lying apart).
         rim = max(1, int(round(params.body_rim_mm / (pix_mm * factor))))
         near = cv2.dilate(body_s.view(np.uint8), _se(rim)).view(bool)
-        body_ext_s = body_s | (body_mask_small(small, field_s, params.body_level) & near)
+        body_ext_s = body_s | (low_s & near) if low_s is not body_s else body_s
+    else:
+        body_s = body_ext_s = body_mask_small(small, field_s)
     masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None,
         axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
