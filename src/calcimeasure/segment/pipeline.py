@@ -32,7 +32,7 @@ class Segmentation:
     bone : ndarray of bool
         Bone mask used for rejection and the touches-bone flag.
     body : ndarray of bool
-        Tissue mask.
+        Tissue mask (searched region; with ``body_level``, including the thin rim at the outline).
     noise_sigma : float
         Noise sigma of the smoothed residual (from a high-pass of the image).
     field_mask : ndarray of bool
@@ -42,7 +42,7 @@ class Segmentation:
         (the zero of the lesion's excess contrast).
     rejected : list of dict
         Candidates that were not reported: ``reason`` (min_area, max_area, bone,
-        bone_split_shape, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
+        bone_split_shape, rim, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
     spacing_mm : tuple or None
         Spacing of the image (None when unknown).
     params : SegmentationParams
