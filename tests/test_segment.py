@@ -355,3 +355,32 @@ def test_lesion_against_bone_split(body, seed):
         mi = seg.labels == i
         if mi.sum() * pa >= 5 and (old.labels[mi] > 0).mean() < 0.5:
             assert (img.labels[mi] > 0).mean() >= 0.3, f"false positive of {mi.sum() * pa:.1f} mm²"
+
+
+@pytest.mark.parametrize("body, seed", [("fingers", 4), ("hand", 5)])
+def test_lesion_in_the_thin_rim_at_the_outline(body, seed):
+    """body_level (default): the Otsu body leaves out the thin soft tissue at a limb's outline (the
+    sides of the fingers); a lesion lying there — a plaque across the narrow soft tissue between
+    two fingers, a nodule at the skin of the hand — is found now; nothing is reported in the air
+    around the limb, and what the rim adds is on lesions."""
+    from calcimeasure.phantom import PhantomSpec, render_image
+
+    img = render_image(PhantomSpec.preset("realistic", body_part=body), seed=seed)
+    seg = segment(img.pixels, spacing_mm=img.spacing_mm)
+    old = segment(img.pixels, spacing_mm=img.spacing_mm, params=SegmentationParams(body_level=0))
+    pa = img.spacing_mm[0] * img.spacing_mm[1]
+    kind = "plaque" if body == "fingers" else "nodule"
+    cands = [l for l in img.lesions if l.in_field and l.kind == kind and l.area_mm2 >= 5
+             and (old.labels[img.labels == l.lesion_id] > 0).mean() < 0.3]
+    assert cands, "the lesion at the outline is missed without the rim"
+    l = max(cands, key=lambda l: (seg.labels[img.labels == l.lesion_id] > 0).mean())
+    m = img.labels == l.lesion_id
+    assert old.body[m].mean() < 0.8 and seg.body[m].mean() > old.body[m].mean()  # partly in the rim
+    assert (seg.labels[m] > 0).mean() >= 0.3
+    # Nothing in the air around the limb (beyond 0.5 mm of its outline).
+    air = ~ndi.binary_dilation(img.body_mask, iterations=int(round(0.5 / img.spacing_mm[0])))
+    assert not (seg.labels[air & img.field_mask] > 0).any()
+    for i in range(1, seg.lesion_count + 1):
+        mi = seg.labels == i
+        if mi.sum() * pa >= 5 and (old.labels[mi] > 0).mean() < 0.5:
+            assert (img.labels[mi] > 0).mean() >= 0.3, f"false positive of {mi.sum() * pa:.1f} mm²"

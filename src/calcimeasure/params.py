@@ -140,6 +140,17 @@ class SegmentationParams(_Params):
     skin_band_mm: float = 0.5
     #: Band (mm) inside the collimation edge where nothing is reported.
     field_margin_mm: float = 3.0
+    #: The body (tissue) reaches out to this fraction of the way from the median of the air class to
+    #: the median of the soft-tissue class of a three-class Otsu (never above the Otsu threshold
+    #: between them), within body_rim_mm of the Otsu body: the soft tissue thins to nothing at a
+    #: limb's outline and the Otsu body leaves out a rim of it (in fingers 20-35 % of the body,
+    #: and the lesions in it). The rim is searched and the soft-tissue surface extended into it;
+    #: the bone masks, the surface's support and the noise keep the Otsu body. 0: Otsu body only.
+    body_level: float = 0.4
+    body_rim_mm: float = 3.0
+    #: Candidates fainter than faint_peak_k sigmas with more than this fraction of their pixels in
+    #: that rim are rejected (the surface is extrapolated there; a marker's PMMA holder).
+    rim_max_fraction: float = 0.8
     #: Smallest lesion kept (mm²).
     min_area_mm2: float = 1.0
     #: Largest lesion kept (mm²); larger bright regions are anatomy or markers.

@@ -32,7 +32,7 @@ class Segmentation:
     bone : ndarray of bool
         Bone mask used for rejection and the touches-bone flag.
     body : ndarray of bool
-        Tissue mask.
+        Tissue mask (searched region; with ``body_level``, including the thin rim at the outline).
     noise_sigma : float
         Noise sigma of the smoothed residual (from a high-pass of the image).
     field_mask : ndarray of bool
@@ -42,7 +42,7 @@ class Segmentation:
         (the zero of the lesion's excess contrast).
     rejected : list of dict
         Candidates that were not reported: ``reason`` (min_area, max_area, bone,
-        bone_split_shape, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
+        bone_split_shape, rim, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
     spacing_mm : tuple or None
         Spacing of the image (None when unknown).
     params : SegmentationParams
@@ -166,7 +166,17 @@ def segment(
         bg_small = np.maximum(bg_small, np.minimum(elongated_opening(small, bone_len), cv2.GaussianBlur(small, (0, 0), 1.0)))
     edge_px = max(1, int(round(params.field_margin_mm / (pix_mm * factor))))
     field_s = field_mask_small(small, edge_px)
-    body_s = body_mask_small(small, field_s)
+    # The body reaching further out to the limb's outline (body_level): searched, and the soft-tissue
+    # surface extended to it; the bone masks, the surface's support and the noise keep the Otsu body
+    # (the thin rim has a steep profile: clutter for the noise, not followed by a quadratic).
+    if params.body_level > 0:
+        body_s, low_s = body_mask_small(small, field_s, params.body_level)
+        # Only a rim along the Otsu body's outline (not a marker's PMMA holder lying apart).
+        rim = max(1, int(round(params.body_rim_mm / (pix_mm * factor))))
+        near = cv2.dilate(body_s.view(np.uint8), _se(rim)).view(bool)
+        body_ext_s = body_s | (low_s & near) if low_s is not body_s else body_s
+    else:
+        body_s = body_ext_s = body_mask_small(small, field_s)
     masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None,
         axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
@@ -183,9 +193,11 @@ def segment(
     soft_s = None
     if params.soft_background:
         bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params,
-                                            seed_background=bg_disk)
+                                            seed_background=bg_disk, body_ext=body_ext_s)
     background = enlarge(bg_small, factor, rows, cols)
-    field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_s, bone_s))
+    field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_ext_s, bone_s))
+    # The rim that body_level adds (reduced grid): the soft-tissue surface is extrapolated there.
+    rim_s = None if body_ext_s is body_s else body_ext_s & ~body_s
     # Source grid -> reduced grid (per-box lookups).
     ridx = np.minimum(np.arange(rows) // factor, small.shape[0] - 1)
     cidx = np.minimum(np.arange(cols) // factor, small.shape[1] - 1)
@@ -199,8 +211,12 @@ def segment(
         rd = reduce(residual, step)
         hd, wd = rd.shape
         body_d = body[::step, ::step][:hd, :wd]
+        if body_ext_s is not body_s:
+            body_d = gather(body_s, ridx[::step][:hd], cidx[::step][:wd])
     else:
         rd, body_d = residual, body
+        if body_ext_s is not body_s:
+            body_d = gather(body_s, ridx, cidx)
     smooth = _blur(rd, sigma_px / step)
     sub = max(1, 4 // step)
     sample = smooth[::sub, ::sub][body_d[::sub, ::sub]]
@@ -383,17 +399,28 @@ def segment(
             keep &= ~(bone_box & (values < params.bone_keep_fraction * gpeak))
             area = int(keep.sum())
             reason = None
+            # The bright-class (short bone) test ignores the rim that body_level adds: below the Otsu
+            # body threshold by construction, it would dilute the bright fraction and fake a dome.
+            keep_b = keep
+            rim_box = gather(rim_s, ridx[ra:rb], cidx[ca:cb]) if rim_s is not None else None
+            if rim_box is not None:
+                off_rim = keep & ~rim_box
+                if off_rim.sum() >= 16:
+                    keep_b = off_rim
             if area < min_px:
                 reason = "min_area"
             elif area > max_px:
                 reason = "max_area"
             elif _skin_band(body, ra, rb, ca, cb, skin_se)[keep].mean() > 0.5:
                 reason = "skin_edge"  # processing overshoot along the skin line
+            elif (rim_box is not None and gpeak < params.faint_peak_k * sigma
+                  and rim_box[keep].mean() > params.rim_max_fraction):
+                reason = "rim"  # faint and almost all in the rim at the outline (extrapolated surface)
             elif i in split and _solidity(keep) < params.bone_split_min_solidity:
                 reason = "bone_split_shape"  # ragged: carved out of bone texture or overlapping bones
-            elif (max(bone_raw_box[keep].mean(), bone_raw_box[core].mean()) > 0.5
-                  and (_dome_ratio(values, keep) < (params.bone_split_min_dome if i in split else params.min_dome_ratio)
-                       or (params.max_bright_elongation > 0 and _elongation(keep) > params.max_bright_elongation))):
+            elif (max(bone_raw_box[keep_b].mean(), bone_raw_box[core].mean()) > 0.5
+                  and (_dome_ratio(values, keep_b) < (params.bone_split_min_dome if i in split else params.min_dome_ratio)
+                       or (params.max_bright_elongation > 0 and _elongation(keep_b) > params.max_bright_elongation))):
                 # Flat or rim-bright (cortex), or elongated: a short bone (phalanx, carpal), not a nodule.
                 reason = "bone_shape"
             elif (params.min_dome_ratio_faint > 0 and area * pixel_area < params.small_area_mm2
@@ -434,7 +461,7 @@ def segment(
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
-def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None):
+def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None, body_ext=None):
     """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
 
     The surface is the normalized convolution of the image over the soft tissue
@@ -452,6 +479,8 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
         bone = bone | bone_zone_small(small, body, spacing_small_mm)
     bone_zone = cv2.dilate(bone.view(np.uint8), se(params.soft_bone_margin_mm)).view(bool)
     usable0 = body & ~bone_zone
+    if body_ext is None:
+        body_ext = body
     if usable0.sum() < 64:
         return bg_open, None
     # The surface is smooth on the scale of soft_sigma_mm: fit it on a grid of about that
@@ -460,7 +489,7 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
     g = max(1, int(params.soft_sigma_mm / spacing_small_mm))
     rows_s, cols_s = small.shape
     coarse = reduce(small, g)
-    where = reduce(body.astype(np.float32), g) > 0
+    where = reduce(body_ext.astype(np.float32), g) > 0
     sigma_px = params.soft_sigma_mm / (spacing_small_mm * g)
     usable = usable0
     cand_se = se(params.soft_candidate_margin_mm)
@@ -493,7 +522,7 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
     if params.soft_line_mm > 0:
         lines = elongated_opening(small, int(round(params.soft_line_mm / spacing_small_mm)))
         surface = np.maximum(surface, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
-    out = np.where(body & ~bone_zone, surface, bg_open)
+    out = np.where(body_ext & ~bone_zone, surface, bg_open)
     return out.astype(np.float32), usable
 
 
