@@ -199,6 +199,12 @@ class SegmentationParams(_Params):
     #: A lesion grown from such a core must be compact (solidity >= bone_split_min_solidity: pieces
     #: carved out of bone texture or overlapping bones are ragged) and, where it is on the bright
     #: (bone) class, dome-shaped with inner / outer contrast >= bone_split_min_dome.
+    #: The bone mask's outline redrawn on the detection grid within this distance (mm) of the
+    #: reduced grid's outline: above the Otsu threshold of that band in the image smoothed by
+    #: ``bone_refine_blur_mm`` (the reduced grid's mask lies 0.6-1.2 mm outside the bone). 0: off
+    #: (before 2026-11-26).
+    bone_refine_mm: float = 0.6
+    bone_refine_blur_mm: float = 0.3
     bone_split_min_solidity: float = 0.85
     bone_split_min_dome: float = 1.5
 
