@@ -104,7 +104,7 @@ def test_fill_holes_equals_scipy():
 
 @pytest.mark.parametrize("body", ["hand", "fingers"])
 def test_refined_bone_outline_is_closer_to_the_true_bone(body):
-    """bone_refine_mm (default): the bone mask's outline redrawn on the detection grid has fewer
+    """bone_refine_mm (opt-in): the bone mask's outline redrawn on the detection grid has fewer
     pixels outside the true bone and covers more of it than the reduced grid's mask."""
     from calcimeasure import segment
     from calcimeasure.params import SegmentationParams

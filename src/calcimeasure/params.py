@@ -202,8 +202,9 @@ class SegmentationParams(_Params):
     #: The bone mask's outline redrawn on the detection grid within this distance (mm) of the
     #: reduced grid's outline: above the Otsu threshold of that band in the image smoothed by
     #: ``bone_refine_blur_mm`` (the reduced grid's mask lies 0.6-1.2 mm outside the bone). 0: off
-    #: (before 2026-11-26).
-    bone_refine_mm: float = 0.6
+    #: (the default: 0.6 gave truer masks and Dice on phantoms but more false positives on the
+    #: real films and a worse comparison, see docs/segmentation.md; it needs the bone band re-tuned).
+    bone_refine_mm: float = 0.0
     bone_refine_blur_mm: float = 0.3
     bone_split_min_solidity: float = 0.85
     bone_split_min_dome: float = 1.5
