@@ -78,3 +78,48 @@ def test_growth_or_calibration_mismatch_is_flagged():
     cmp = compare(ROOT / "sample_images" / "case04_baseline.dcm", ROOT / "sample_images" / "case04_followup.dcm")
     assert any("implied magnification" in f for f in cmp.flags)
     assert cmp.area_change_pct_anatomical is not None
+
+
+def test_paired_reading_adds_lesions_seen_on_the_other_film(tmp_path):
+    """A lesion found on one film only is looked for on the other at its registered place with
+    relaxed thresholds: what is added lies on the true lesion there; totals count it apart."""
+    from calcimeasure.compare import ComparisonParams
+    from calcimeasure.phantom import PhantomSpec, render_pair, write_dicom
+
+    pair = render_pair(PhantomSpec.preset("realistic", body_part="elbow"), seed=0)
+    write_dicom(pair.baseline, tmp_path / "b.dcm")
+    write_dicom(pair.followup, tmp_path / "f.dcm")
+    c = compare(tmp_path / "b.dcm", tmp_path / "f.dcm")
+    off = compare(tmp_path / "b.dcm", tmp_path / "f.dcm", params=ComparisonParams(guided_k_high=0))
+    assert off.guided_labels == {"baseline": [], "followup": []}
+    assert c.guided_labels["baseline"] and c.guided_labels["followup"]
+    for side, img in (("baseline", pair.baseline), ("followup", pair.followup)):
+        m = c.baseline if side == "baseline" else c.followup
+        for lid in c.guided_labels[side]:
+            added = m.labels == lid
+            assert (img.labels[added] > 0).mean() >= 0.9  # on a true lesion of that film
+        own = off.baseline if side == "baseline" else off.followup
+        assert m.total_area_px == own.total_area_px + c.guided_area_px(side)
+    assert any("paired reading" in f for f in c.flags)
+    row = c.to_dict()
+    assert row["baseline_guided_px"] > 0 and row["followup_guided_px"] > 0
+
+
+def test_paired_reading_does_not_bring_back_vanished_lesions(tmp_path):
+    from calcimeasure.phantom import PhantomSpec, render_pair, write_dicom
+
+    pair = render_pair(PhantomSpec.preset("realistic", body_part="hand"), seed=1)
+    assert sum(ch.change == "vanished" for ch in pair.changes) == 2
+    write_dicom(pair.baseline, tmp_path / "b.dcm")
+    write_dicom(pair.followup, tmp_path / "f.dcm")
+    c = compare(tmp_path / "b.dcm", tmp_path / "f.dcm")
+    assert c.guided_labels["followup"] == []
+    vanished = {ch.baseline_id for ch in pair.changes if ch.change == "vanished"}
+    # The vanished lesions that were measured on the baseline stay unmatched ("vanished").
+    lc = c.lesion_changes
+    for lid in vanished:
+        m = pair.baseline.labels == lid
+        found = set(np.unique(c.baseline.labels[m])) - {0}
+        for b in found:
+            rows = lc[lc["baseline_ids"].astype(str).str.split(",").apply(lambda ids: str(b) in ids)]
+            assert (rows["status"] == "vanished").all()

@@ -6,7 +6,7 @@ area); the registration is used only to carry the ROI and to match lesions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from os import PathLike
 from typing import Any
 
@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import ParameterError
 from .measure import Measurement, measure
+from .segment import segment
 from .params import SegmentationParams, params_digest
 from .radiograph import Radiograph
 from .register import Registration, RegistrationParams, register, resolve_with_landmarks
@@ -59,14 +60,20 @@ class ComparisonParams:
     match_distance_mm: float = 3.0
     #: Flag pairs whose implied magnification differs by more than this fraction.
     magnification_tolerance: float = 0.03
+    #: Paired reading: a lesion found on one film only is looked for on the other at its
+    #: registered place with relaxed thresholds (cores at this many noise sigmas instead of
+    #: ``k_high``, the faint-shape rules off); a candidate there covering >= 30 % of the mapped
+    #: lesion is added to that film. Only with a successful registration; applies to Measurement
+    #: inputs too — set 0 (off) to compare hand-corrected labels as they are.
+    guided_k_high: float = 4.0
 
     def __post_init__(self) -> None:
         if not self.partial_pct < 0 < self.progression_pct:
             raise ParameterError("`partial_pct` must be negative and `progression_pct` positive")
         if not self.lesion_shrunk_pct < 0 < self.lesion_grown_pct:
             raise ParameterError("`lesion_shrunk_pct` must be negative and `lesion_grown_pct` positive")
-        if self.match_distance_mm < 0 or self.magnification_tolerance < 0:
-            raise ParameterError("`match_distance_mm` and `magnification_tolerance` must be >= 0")
+        if self.match_distance_mm < 0 or self.magnification_tolerance < 0 or self.guided_k_high < 0:
+            raise ParameterError("`match_distance_mm`, `magnification_tolerance` and `guided_k_high` must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,6 +236,15 @@ class Comparison:
     response: str
     flags: tuple[str, ...]
     params: ComparisonParams = field(repr=False)
+    #: Labels added by the paired reading (``guided_k_high``) on each film: ``{"baseline": [...],
+    #: "followup": [...]}`` (label values in ``baseline.labels`` / ``followup.labels``).
+    guided_labels: dict = field(default_factory=lambda: {"baseline": [], "followup": []}, repr=False)
+
+    def guided_area_px(self, side: str) -> int:
+        """Pixels of the lesions the paired reading added on ``side`` ("baseline" / "followup")."""
+        m = self.baseline if side == "baseline" else self.followup
+        ids = set(self.guided_labels[side])
+        return int(m.lesions.loc[m.lesions["label"].isin(ids), "area_px"].sum()) if ids else 0
 
     def to_dict(self) -> dict[str, Any]:
         """One row of a per-pair table (plain types)."""
@@ -248,6 +264,8 @@ class Comparison:
             "registration_scale": self.registration.scale,
             "registration_rotation_deg": self.registration.rotation_deg,
             "flags": "; ".join(self.flags),
+            "baseline_guided_px": self.guided_area_px("baseline"),
+            "followup_guided_px": self.guided_area_px("followup"),
             **{f"param_{k}": v for k, v in self.params.to_dict().items()},
             "params_digest": params_digest(self.params.to_dict()),
         }
@@ -293,6 +311,17 @@ def compare(
         labels; their images are re-read from ``source_path`` for registration).
     roi : bool mask or polygon(s) of (row, col) vertices on the **baseline**, optional
         Treated region; carried to the follow-up through the registration.
+
+    Notes
+    -----
+    Paired reading (``params.guided_k_high``, on by default): after matching, a lesion seen
+    on one film only is looked for on the other at its registered place with relaxed
+    thresholds, and added when found there (``Comparison.guided_labels``; the flags say how
+    many). On 50 realistic phantom pairs (seeds 0-9) it lowered the median error of the
+    total change from 24.6 to 21.9 points (response right 0.48 either way); on seeds 10-19,
+    not used to choose it, response right 0.46 -> 0.54, median error 29.3 -> 30.9 points,
+    90th percentile 88.6 -> 81.8. Set ``ComparisonParams(guided_k_high=0)`` to compare
+    hand-corrected labels exactly as they are.
     params : ComparisonParams, optional
         Response bands and matching thresholds (recorded in the output).
     segmentation_params, registration_params : optional
@@ -330,6 +359,16 @@ def compare(
 
     groups = match_lesions(mb.labels, mf.labels, reg, baseline_spacing_mm=rb.spacing_mm,
                            match_distance_mm=params.match_distance_mm)
+    guided: dict[str, list[int]] = {"baseline": [], "followup": []}
+    if params.guided_k_high > 0 and reg.ok:
+        mb, mf, added = _paired_reading(rb, rf, mb, mf, groups, reg, params)
+        if added["baseline"] or added["followup"]:
+            guided = added
+            flags.append(f"paired reading: {len(added['baseline'])} lesion(s) added on the baseline and "
+                         f"{len(added['followup'])} on the follow-up, found at the place of a lesion of the other "
+                         f"film with relaxed thresholds (cores at {params.guided_k_high:g} sigma)")
+            groups = match_lesions(mb.labels, mf.labels, reg, baseline_spacing_mm=rb.spacing_mm,
+                                   match_distance_mm=params.match_distance_mm)
     area_b = dict(zip(mb.lesions["label"], mb.lesions["area_px"]))
     area_f = dict(zip(mf.lesions["label"], mf.lesions["area_px"]))
     pa_b = rb.spacing.pixel_area_mm2
@@ -391,4 +430,58 @@ def compare(
         baseline=mb, followup=mf, registration=reg, lesion_changes=changes,
         baseline_total_mm2=tb, followup_total_mm2=tf, area_change_mm2=change_mm2, area_change_pct=pct,
         area_change_pct_anatomical=pct_anat, response=response, flags=tuple(flags), params=params,
+        guided_labels=guided,
     )
+
+
+def _paired_reading(rb, rf, mb, mf, groups, reg, params):
+    """Look for each one-sided lesion on the other film at its registered place (relaxed thresholds).
+
+    A radiologist reading a pair looks again, on the other film, where a lesion was seen on one.
+    Here: the other film is segmented with cores at ``guided_k_high`` sigmas and the faint-shape
+    rules off; a relaxed component covering >= 30 % of the lesion's mapped pixels, and touching no
+    lesion already measured there, is added. Returns both measurements (re-measured with the added
+    labels where some were found) and the added label values per film.
+    """
+    films = {"baseline": (rb, mb), "followup": (rf, mf)}
+    # Follow-up (row, col) -> baseline is reg.matrix; baseline -> follow-up its inverse.
+    to_other = {"baseline": np.linalg.inv(reg.matrix), "followup": reg.matrix}
+    added: dict[str, list[int]] = {"baseline": [], "followup": []}
+    out = {"baseline": mb, "followup": mf}
+    for seen, missing in (("baseline", "followup"), ("followup", "baseline")):
+        k = 0 if seen == "baseline" else 1
+        ids = [i for g in groups if g[k] and not g[1 - k] for i in g[k]]
+        if not ids:
+            continue
+        src = films[seen][1].labels
+        rr, cc = np.nonzero(np.isin(src, ids))
+        m = to_other[seen]
+        mapped = np.round(np.stack([rr, cc], axis=1) @ m[:2, :2].T + m[:2, 2]).astype(np.int64)
+        rg, meas = films[missing]
+        target = meas.labels
+        h, w = target.shape
+        inside = (mapped[:, 0] >= 0) & (mapped[:, 0] < h) & (mapped[:, 1] >= 0) & (mapped[:, 1] < w)
+        if not inside.any():
+            continue
+        seg_params = meas.params or SegmentationParams()
+        relaxed = replace(seg_params, k_high=min(seg_params.k_high, params.guided_k_high), min_dome_ratio_faint=0.0)
+        relaxed_labels = segment(rg, params=relaxed).labels
+        lesion_of = src[rr[inside], cc[inside]]
+        hit = relaxed_labels[mapped[inside, 0], mapped[inside, 1]]
+        new_labels = target.copy()
+        next_id = int(target.max()) + 1
+        for lid in ids:
+            sel = lesion_of == lid
+            comps, counts = np.unique(hit[sel], return_counts=True)
+            for comp, n in zip(comps, counts):
+                if comp <= 0 or n < 0.3 * sel.sum():
+                    continue
+                piece = relaxed_labels == comp
+                if (new_labels[piece] > 0).any():
+                    continue  # touches a lesion measured there already: the matching handles it
+                new_labels[piece] = next_id
+                added[missing].append(next_id)
+                next_id += 1
+        if added[missing]:
+            out[missing] = measure(rg, labels=new_labels, params=seg_params)
+    return out["baseline"], out["followup"], added

@@ -348,9 +348,11 @@ def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summar
         p = rec["pair"]
         for side in ("baseline", "followup"):
             im = by_file.get(p[f"{side}_file"])
-            if im is not None and im["total_area_px"] != p[f"{side}_total_px"]:
-                msg = (f"{side} total differs from measurements.csv ({p[f'{side}_total_px']} px vs "
-                       f"{im['total_area_px']} px): non-deterministic segmentation?")
+            # The paired reading may add lesions on a film (counted apart): the rest must agree.
+            own = p[f"{side}_total_px"] - (p.get(f"{side}_guided_px") or 0)
+            if im is not None and im["total_area_px"] != own:
+                msg = (f"{side} total differs from measurements.csv ({own} px without the paired reading's "
+                       f"additions vs {im['total_area_px']} px): non-deterministic segmentation?")
                 p["flags"] = "; ".join(filter(None, [p["flags"], msg]))
                 log.warning("pair %s: %s", p["pair_id"], msg)
     pairs_ordered = [pair_records[k] for k in sorted(pair_records)]
