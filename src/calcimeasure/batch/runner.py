@@ -111,6 +111,12 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _warm_up() -> None:
+    """Import what the tasks need (run once per worker by :meth:`LocalPool.prewarm`)."""
+    import calcimeasure.batch.pairs  # noqa: F401  (pulls compare, register, measure, segment)
+    import calcimeasure.batch.worker  # noqa: F401
+
+
 class LocalPool:
     """A ``ProcessPoolExecutor`` of ``jobs`` spawned workers, made on first use, that
     :func:`execute` restarts when a worker dies; reusable across stages (the workers'
@@ -125,6 +131,14 @@ class LocalPool:
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_worker_init)
         return self._pool
+
+    def prewarm(self) -> None:
+        """Start the workers now and let them import calcimeasure (about a second) while the
+        main process discovers and reads the inputs; no-op for one job."""
+        if self.jobs > 1:
+            ex = self.get()
+            for _ in range(self.jobs):
+                ex.submit(_warm_up)
 
     def restart(self) -> None:
         if self._pool is not None:

@@ -188,6 +188,17 @@ def run_study(cfg: StudyConfig) -> StudySummary:
     if missing:
         raise BatchUsageError(f"input not found: {', '.join(missing)}")
 
+    # Local workers start importing while the inputs are discovered (closed in _run, or below).
+    pool = LocalPool(cfg.jobs)
+    if not (cfg.dask or cfg.scheduler):
+        pool.prewarm()
+    try:
+        return _study(cfg, out, pool)
+    finally:
+        pool.close()
+
+
+def _study(cfg: StudyConfig, out: Path, pool: LocalPool) -> StudySummary:
     files = discover(cfg.paths, out)
     out.mkdir(parents=True, exist_ok=True)
     store = StateStore(out)
@@ -205,7 +216,7 @@ def run_study(cfg: StudyConfig) -> StudySummary:
     reporter = Reporter(len(files), quiet=cfg.quiet, verbose=cfg.verbose, interval=cfg.progress_every_s)
     handlers = _setup_logging(out, reporter)
     try:
-        return _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summary, stale)
+        return _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summary, stale, pool)
     finally:
         for h in handlers:
             log.removeHandler(h)
@@ -229,7 +240,7 @@ def _settings(cfg: StudyConfig) -> dict[str, Any]:
     }
 
 
-def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summary, stale) -> StudySummary:
+def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summary, stale, pool) -> StudySummary:
     salt = os.environ.get("CALCIMEASURE_PATIENT_SALT")
     backend = "dask " + (cfg.scheduler or "local cluster") if (cfg.dask or cfg.scheduler) else f"jobs={cfg.jobs}"
     log.info("calcimeasure %s study: %d input file(s), out=%s, %s, params %s, comparison %s%s",
@@ -254,7 +265,7 @@ def _run(cfg, out, files, store, pstore, overlay_dir, pair_dir, reporter, summar
 
     started = time.perf_counter()
     # One pool of local worker processes for both stages (their imports are paid once).
-    with backend_client(cfg.jobs, cfg.dask, cfg.scheduler) as client, LocalPool(cfg.jobs) as pool:
+    with backend_client(cfg.jobs, cfg.dask, cfg.scheduler) as client:
         with reporter:
             records = measure_stage(tasks, skeys, out=out, store=store, resume=cfg.resume, overlays=cfg.overlays,
                                     jobs=cfg.jobs, client=client, reporter=reporter, summary=summary, flush=flush,
