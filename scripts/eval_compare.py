@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calcimeasure.compare import compare
+from calcimeasure.compare import classify_response, compare
 from calcimeasure.phantom import PhantomSpec, render_pair, write_dicom
 
 
@@ -85,14 +85,13 @@ def oracle_totals(pair, cmp) -> dict:
     return out
 
 
-def oracle_summary(rows: list[dict], key: str) -> tuple[float, float]:
+def oracle_summary(rows: list[dict], key: str, cparams) -> tuple[float, float]:
     """Response accuracy and median |change error| (pp) with the oracle totals ``key``."""
     ok, err = [], []
     for r in rows:
         b, f = r["oracle"][key]
         pct = 100.0 * (f - b) / b if b > 0 else 0.0
-        resp = "complete" if f == 0 else "partial" if pct <= -25 else "progression" if pct >= 25 else "stable"
-        ok.append(resp == r["truth_response"])
+        ok.append(classify_response(b, f, int(f > 0), cparams) == r["truth_response"])
         err.append(abs(pct - r["truth_pct"]))
     return float(np.mean(ok)), float(np.median(err))
 
@@ -143,7 +142,7 @@ def main() -> int:
         confusion[(r["truth_response"], r["response"])] = confusion.get((r["truth_response"], r["response"]), 0) + 1
     table = "\n".join(lines)
     s_all = summarise(rows)
-    o1, o2 = oracle_summary(rows, "one_side"), oracle_summary(rows, "both")
+    o1, o2 = oracle_summary(rows, "one_side", cparams), oracle_summary(rows, "both", cparams)
     oracle = "\n".join([
         "| totals | response correct | median abs change error (pp) |",
         "|---|---|---|",
