@@ -16,6 +16,7 @@ from .background import (background_small, enlarge, gather, noise_sigma_highpass
                          soft_tissue_background)
 from .bone import bone_mask_small as bone_zone_small
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small, fill_holes
+from .orientation import isophote_orientation, oriented_line_median
 
 __all__ = ["segment", "Segmentation"]
 
@@ -195,6 +196,8 @@ def segment(
     if params.soft_background:
         bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params,
                                             seed_background=bg_disk, body_ext=body_ext_s)
+    if params.axis_median_mm > 0:
+        bg_small = _axis_floor(small, bg_small, body_ext_s, pix_mm * factor, params)
     background = enlarge(bg_small, factor, rows, cols)
     field_m, body, bone = (enlarge(m, factor, rows, cols, nearest=True) for m in (field_s, body_ext_s, bone_s))
     if params.bone_refine_mm > 0 and bone_s.any():
@@ -527,6 +530,26 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
         surface = np.maximum(surface, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
     out = np.where(body_ext & ~bone_zone, surface, bg_open)
     return out.astype(np.float32), usable
+
+
+def _axis_floor(small, bg_small, body, spacing_small_mm, params):
+    """Lower the background to the oriented line median where that is trusted
+    (:mod:`calcimeasure.segment.orientation`), on a grid of about ``axis_grid_mm``."""
+    g = max(1, int(round(params.axis_grid_mm / spacing_small_mm)))
+    coarse = reduce(small, g)
+    body_c = reduce(body.astype(np.float32), g) > 0.99
+    if body_c.sum() < 16:
+        return bg_small
+    sp = spacing_small_mm * g
+    theta = isophote_orientation(coarse, max(0.5, params.axis_orientation_mm / sp))
+    med, ok = oriented_line_median(coarse, theta, body_c, max(2, int(round(params.axis_median_mm / sp))),
+                                   params.axis_straightness)
+    if not ok.any():
+        return bg_small
+    rows_s, cols_s = small.shape
+    med = np.where(ok, med, reduce(bg_small, g)).astype(np.float32)
+    trusted = enlarge(ok, g, rows_s, cols_s, nearest=True) & body
+    return np.where(trusted, np.minimum(enlarge(med, g, rows_s, cols_s), bg_small), bg_small).astype(np.float32)
 
 
 def _split_core(comp, stats, i, smooth, offset, sigma, bone_ax_s, step, factor, band_px, min_px, open_px,
