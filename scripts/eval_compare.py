@@ -33,7 +33,7 @@ def seeds_arg(text: str) -> list[int]:
     return out
 
 
-def run(preset: str, bodies: list[str], seeds: list[int], verbose: bool, cparams=None) -> list[dict]:
+def run(preset: str, bodies: list[str], seeds: list[int], verbose: bool, cparams=None, sparams=None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for body in bodies:
@@ -42,7 +42,7 @@ def run(preset: str, bodies: list[str], seeds: list[int], verbose: bool, cparams
                 pb, pf = Path(tmp) / "b.dcm", Path(tmp) / "f.dcm"
                 write_dicom(pair.baseline, pb)
                 write_dicom(pair.followup, pf)
-                cmp = compare(pb, pf, params=cparams)
+                cmp = compare(pb, pf, params=cparams, segmentation_params=sparams)
                 row = {
                     "body": body, "seed": seed, "truth_response": pair.response, "response": cmp.response,
                     "truth_pct": pair.total_change_pct, "pct": cmp.area_change_pct,
@@ -118,18 +118,25 @@ def main() -> int:
     ap.add_argument("--write", type=Path)
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("params", nargs="*", help="ComparisonParams overrides, name=value")
+    ap.add_argument("--seg", action="append", default=[], metavar="NAME=VALUE",
+                    help="SegmentationParams override (repeatable), e.g. --seg axis_median_mm=22")
     args = ap.parse_args()
     from calcimeasure.compare import ComparisonParams
 
     cparams = ComparisonParams(**{k: float(v) for k, v in (p.split("=", 1) for p in args.params)})
+    from calcimeasure.params import SegmentationParams
+
+    dflt = SegmentationParams()
+    sparams = SegmentationParams(**{k: (int(float(v)) if isinstance(getattr(dflt, k, 0.0), int) else float(v))
+                                    for k, v in (p.split("=", 1) for p in args.seg)}) if args.seg else None
     bodies = args.bodies.split(",")
-    rows = run(args.preset, bodies, args.seeds, args.verbose, cparams)
+    rows = run(args.preset, bodies, args.seeds, args.verbose, cparams, sparams)
     # The same pairs without the paired reading (each film read on its own).
     alone = None
     if args.write and cparams.guided_k_high > 0:
         from dataclasses import replace
 
-        alone = summarise(run(args.preset, bodies, args.seeds, False, replace(cparams, guided_k_high=0.0)))
+        alone = summarise(run(args.preset, bodies, args.seeds, False, replace(cparams, guided_k_high=0.0), sparams))
     lines = ["| body part | pairs | response correct | median abs change error (pp) | 90th pct (pp) | registration ok |",
              "|---|---|---|---|---|---|"]
     for body in bodies + ["all"]:
