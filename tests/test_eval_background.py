@@ -15,7 +15,7 @@ def _load():
     return mod
 
 
-def test_lesion_free_twin_differs_only_at_the_lesions(tmp_path):
+def test_lesion_free_twin_differs_only_at_the_lesions_and_is_noise_free(tmp_path):
     eb = _load()
     d = eb.ev.load("realistic", "forearm", 0, str(tmp_path))
     twin = eb.lesion_free("forearm", 0, str(tmp_path))
@@ -26,6 +26,14 @@ def test_lesion_free_twin_differs_only_at_the_lesions(tmp_path):
     for r, c in zip(rr[::50], cc[::50]):
         near[max(0, r - pad): r + pad, max(0, c - pad): c + pad] = True
     assert diff[d["labels"] > 0].mean() > 10 * max(diff[~near].mean(), 1e-3)
+    # No quantum noise: second differences (blind to the anatomy's gradients) in the body far
+    # below the film's.
+    body = d["body"][:, 2:] & d["body"][:, :-2] & ~near[:, 1:-1]
+
+    def second_diff(a):
+        return np.abs(a[:, 2:] - 2 * a[:, 1:-1] + a[:, :-2])[body]
+
+    assert np.median(second_diff(twin)) < 0.2 * np.median(second_diff(d["pixels"]))
     # Cached on the second call.
     assert np.array_equal(eb.lesion_free("forearm", 0, str(tmp_path)), twin)
 
