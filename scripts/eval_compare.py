@@ -124,11 +124,9 @@ def main() -> int:
     from calcimeasure.compare import ComparisonParams
 
     cparams = ComparisonParams(**{k: float(v) for k, v in (p.split("=", 1) for p in args.params)})
-    from calcimeasure.params import SegmentationParams
+    from calcimeasure.batch.config import load_params
 
-    dflt = SegmentationParams()
-    sparams = SegmentationParams(**{k: (int(float(v)) if isinstance(getattr(dflt, k, 0.0), int) else float(v))
-                                    for k, v in (p.split("=", 1) for p in args.seg)}) if args.seg else None
+    sparams = load_params(overrides=args.seg) if args.seg else None  # typed and checked like the CLI's --set
     bodies = args.bodies.split(",")
     rows = run(args.preset, bodies, args.seeds, args.verbose, cparams, sparams)
     # The same pairs without the paired reading (each film read on its own).

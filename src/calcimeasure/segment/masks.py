@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_multiotsu, threshold_otsu
+from .orientation import tensor_axis
 
 __all__ = ["field_mask_small", "body_mask_small", "bone_mask_small", "fill_holes"]
 
@@ -151,7 +152,7 @@ def axis_opening(openings: np.ndarray, image: np.ndarray, sigma_px: float, min_c
         prods = [cv2.resize(p[: r2 * d, : c2 * d], (c2, r2), interpolation=cv2.INTER_AREA) for p in prods]
     jxx, jyy, jxy = (cv2.GaussianBlur(p, (0, 0), sigma_px / d) for p in prods)
     coherent = (jxx - jyy) ** 2 + 4 * jxy**2 >= (min_coherence * (jxx + jyy)) ** 2
-    axis = 0.5 * np.arctan2(2 * jxy, jxx - jyy) + np.pi / 2  # gradient direction + 90 degrees
+    axis = tensor_axis(jxx, jyy, jxy)
     k = np.round((axis % np.pi) / (np.pi / n)).astype(np.uint8) % n
     k[~coherent] = n  # n: the maximum over orientations
     if d > 1:

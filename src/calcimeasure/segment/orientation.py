@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["isophote_orientation", "oriented_line_median"]
+__all__ = ["isophote_orientation", "tensor_axis", "oriented_line_median"]
 
 
 def isophote_orientation(image: np.ndarray, sigma_px: float, grad_sigma_px: float = 1.5) -> np.ndarray:
@@ -46,9 +46,13 @@ def isophote_orientation(image: np.ndarray, sigma_px: float, grad_sigma_px: floa
     jxx = cv2.GaussianBlur(gx * gx, (0, 0), sigma_px)
     jyy = cv2.GaussianBlur(gy * gy, (0, 0), sigma_px)
     jxy = cv2.GaussianBlur(gx * gy, (0, 0), sigma_px)
-    # Gradient direction phi; the isophote is perpendicular to it.
-    phi = 0.5 * np.arctan2(2 * jxy, jxx - jyy)
-    return (phi + np.pi / 2).astype(np.float32)
+    return tensor_axis(jxx, jyy, jxy).astype(np.float32)
+
+
+def tensor_axis(jxx: np.ndarray, jyy: np.ndarray, jxy: np.ndarray) -> np.ndarray:
+    """Direction of least change (radians, x = column, y = row) of a structure tensor with
+    components ``jxx, jyy, jxy``: the gradient direction plus 90 degrees."""
+    return 0.5 * np.arctan2(2 * jxy, jxx - jyy) + np.pi / 2
 
 
 def oriented_line_median(
