@@ -49,3 +49,21 @@ def test_oracle_background_is_applied_and_removed(tmp_path):
     assert oracle["hits"] > default["hits"]
     assert abs(oracle["total_err"]) < abs(default["total_err"])
     assert again["hits"] == default["hits"] and again["total_err"] == default["total_err"]
+
+
+def test_full_resolution_oracle_and_perfect_classifier_rows(tmp_path):
+    eb = _load()
+    job = ("forearm", 2, str(tmp_path))
+    default = eb.score(("defaults", *job))
+    reduced = eb.score(("true background everywhere (oracle)", *job))
+    full = eb.score(("true background everywhere, full resolution (oracle)", *job))
+    # At the source resolution the bone's texture and the sharp cortices are background too:
+    # the residual is the lesions plus noise, so the estimate's false structure is gone.
+    assert full["hits"] >= reduced["hits"] and full["dice"] > reduced["dice"]
+    perfect = eb.score(("rules off, false positives removed by the truth (perfect classifier, oracle)", *job))
+    # The truth removes every component the scorer would count as false ...
+    assert perfect["nfp_all"] == 0 and perfect["ndet_all"] > 0
+    # ... and neither patch leaks into the next run.
+    again = eb.score(("defaults", *job))
+    assert again["hits"] == default["hits"] and again["ndet_all"] == default["ndet_all"]
+    assert again["total_err"] == default["total_err"]
