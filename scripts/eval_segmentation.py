@@ -111,7 +111,7 @@ def score(job) -> dict:
     truth_in = np.where(np.isin(truth, outside), 0, truth) if outside else truth
     hits = {True: 0, False: 0}
     nles = {True: 0, False: 0}
-    misses, errs = [], []
+    misses, errs, per_lesion = [], [], []
     for l in infield:
         m = truth == l["id"]
         cov = (lab[m] > 0).mean() if m.any() else 0.0
@@ -125,7 +125,9 @@ def score(job) -> dict:
                 ids = np.unique(lab[m])
                 ids = ids[ids > 0]
                 errs.append((np.isin(lab, ids).sum() * pa - l["area_mm2"]) / l["area_mm2"])
+                per_lesion.append((l["kind"], l["area_mm2"], True, errs[-1]))
         elif big:
+            per_lesion.append((l["kind"], l["area_mm2"], False, float("nan")))
             rr, cc = np.nonzero(m)
             why = [rj["reason"] for rj in seg.rejected
                    if rj["bbox"][0] <= rr.mean() < rj["bbox"][1] and rj["bbox"][2] <= cc.mean() < rj["bbox"][3]]
@@ -152,7 +154,27 @@ def score(job) -> dict:
                 nfp=nfp[True], nall=nles[False], hits_all=hits[False], ndet_all=ndet[False], nfp_all=nfp[False],
                 total_err=(det_area - true_area) / true_area if true_area else float("nan"), dice=dice,
                 lesion_err=float(np.median(errs)) if errs else float("nan"), lesion_errs=errs, t=dt,
-                mpx=lab.size / 1e6, sigma=seg.noise_sigma, misses=misses)
+                mpx=lab.size / 1e6, sigma=seg.noise_sigma, misses=misses, per_lesion=per_lesion)
+
+
+KIND_HEADER = ("| lesion kind | lesions ≥ 5 mm² | share of the true area | recall ≥ 5 mm² "
+               "| area err of those found: median (25th–75th pct) |\n| --- | --- | --- | --- | --- |")
+
+
+def kind_rows(rs: list[dict]) -> list[str]:
+    """Per lesion kind (lesions >= 5 mm²): count, share of the true area, recall, and the area error
+    of the detected components covering each lesion found."""
+    recs = [x for r in rs for x in r["per_lesion"]]
+    total = sum(a for _, a, _, _ in recs) or 1.0
+    out = []
+    for kind in sorted({k for k, _, _, _ in recs}):
+        mine = [x for x in recs if x[0] == kind]
+        found = [e for _, _, f, e in mine if f]
+        err = (f"{100 * np.median(found):+.1f} % ({100 * np.percentile(found, 25):+.1f} … "
+               f"{100 * np.percentile(found, 75):+.1f} %)" if found else "—")
+        out.append(f"| {kind} | {len(mine)} | {sum(a for _, a, _, _ in mine) / total:.2f} "
+                   f"| {len(found) / len(mine):.3f} ({len(found)}/{len(mine)}) | {err} |")
+    return out
 
 
 def summary(rs: list[dict]) -> dict:
@@ -245,6 +267,8 @@ def write_report(path: str, a, pdict: dict) -> None:
         lines.append(HEADER.replace("| seeds |", "| body part |", 1))
         for b in bodies:
             lines.append(row(b, summary([r for r in res if r["preset"] == pr and r["body"] == b])))
+        lines += ["", "Per lesion kind (tuning + held-out):", "", KIND_HEADER]
+        lines += kind_rows([r for r in res if r["preset"] == pr])
         s = summary([r for r in res if r["preset"] == pr])
         lines += ["", f"Median segmentation time: {s['s_per_mpx']:.3f} s/Mpx (one process each, {a.jobs} in parallel).", ""]
     lines += [
@@ -265,6 +289,10 @@ def write_report(path: str, a, pdict: dict) -> None:
                              summary([r for r in res if r["preset"] == "real" and r["body"] == f + suffix])))
         lines.append(row(f"all films, {where}", summary([r for r in res if r["preset"] == "real"
                                                           and r["body"].endswith(suffix) and (suffix or ":" not in r["body"])])))
+    for suffix, where in (("", "default"), (":soft", "soft tissue")):
+        lines += ["", f"Per lesion kind, all films, {where} placement:", "", KIND_HEADER]
+        lines += kind_rows([r for r in res if r["preset"] == "real" and r["body"].endswith(suffix)
+                            and (suffix or ":" not in r["body"])])
     lines += [
         "",
         "## Baseline vs follow-up",
@@ -323,6 +351,8 @@ def main() -> None:
               f"median|total err| {s['abs_total']:.3f} p90 {s['p90_total']:.3f} median total err {s['signed_total']:+.3f} "
               f"median lesion err {s['lesion_err']:+.3f} Dice {s['dice']:.3f} "
               f"recall(all) {s['recall_all']:.3f} precision(all) {s['precision_all']:.3f} s/Mpx {s['s_per_mpx']:.3f}")
+        if a.verbose:
+            print("\n".join([KIND_HEADER] + kind_rows(rs)))
 
 
 if __name__ == "__main__":
