@@ -62,6 +62,32 @@ def soft_tissue_mask(x: np.ndarray, spacing_mm) -> np.ndarray:
     return ndimage.binary_erosion((x > lo) & (x < hi), iterations=iters)
 
 
+#: Soft-tissue regions drawn on the limb films (polygons of (row, col) vertices; overlay in
+#: docs/real_regions.png): the "drawn" placement.
+REGIONS = os.path.join(REAL_DIR, "soft_tissue_regions.json")
+
+
+def drawn_mask(film: str, shape: tuple[int, int]) -> np.ndarray:
+    """The drawn soft-tissue regions of ``film`` as a mask of ``shape``."""
+    import json
+
+    import cv2
+
+    with open(REGIONS) as fh:
+        polys = json.load(fh)[film]
+    mask = np.zeros(shape, np.uint8)
+    for poly in polys:
+        cv2.fillPoly(mask, [np.array([[c, r] for r, c in poly], np.int32)], 1)
+    return mask.astype(bool)
+
+
+def drawn_films() -> list[str]:
+    import json
+
+    with open(REGIONS) as fh:
+        return [k for k in json.load(fh) if not k.startswith("_")]
+
+
 def load(preset: str, body: str, seed: int, cache: str | None) -> dict:
     fn = os.path.join(cache, f"{preset}_{body}_{seed}.pkl") if cache else None
     if fn and os.path.exists(fn):
@@ -74,7 +100,8 @@ def load(preset: str, body: str, seed: int, cache: str | None) -> dict:
         film, _, placement = body.partition(":")
         sp = dict((f, s) for f, s, _ in REAL_FILMS)[film]
         rad = read_image(os.path.join(REAL_DIR, film), spacing_mm=sp)
-        mask = soft_tissue_mask(rad.pixels, rad.spacing_mm) if placement == "soft" else None
+        mask = (soft_tissue_mask(rad.pixels, rad.spacing_mm) if placement == "soft"
+                else drawn_mask(film, rad.pixels.shape) if placement == "drawn" else None)
         pixels, labels, truths = insert_lesions(rad.pixels, rad.spacing_mm, seed=seed, n_lesions=6, mask=mask)
         les = [dict(id=t.lesion_id, kind=t.kind, area_mm2=t.area_mm2, in_field=True, touches_bone=False,
                     peak=t.cnr) for t in truths]
@@ -228,7 +255,7 @@ def write_report(path: str, a, pdict: dict) -> None:
     tune, hold = seed_range(a.seeds), seed_range(a.holdout)
     bodies = a.bodies.split(",")
     jobs = [(pr, b, s, a.cache, pdict) for pr in ("easy", "realistic", "hard") for b in bodies for s in tune + hold]
-    films = [f + p for f, _, _ in REAL_FILMS for p in ("", ":soft")]
+    films = [f + p for f, _, _ in REAL_FILMS for p in ("", ":soft")] + [f + ":drawn" for f in drawn_films()]
     jobs += [("real", f, s, a.cache, pdict) for f in films for s in seed_range(a.real_seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(a.jobs) as ex:
@@ -279,17 +306,24 @@ def write_report(path: str, a, pdict: dict) -> None:
         f"`read_image(path, spacing_mm=...)`; seeds {a.real_seeds}. No anatomy truth: a detection of real "
         "anatomy counts against precision. Two placements: *default* — `insert_lesions`' own mask (Otsu "
         "foreground, i.e. mostly projected over bone, a hard case for this pipeline, which rejects cores on "
-        "bone); *soft tissue* — the middle class of a three-class Otsu of the film, eroded 3 mm.",
+        "bone); *soft tissue* — the middle class of a three-class Otsu of the film, eroded 3 mm (on the "
+        "collimated hip and tibia films these classes are air, the whole limb and the collimator plateau, so "
+        "most of these lesions lie over the pelvis, the tibia or the fibula too); *drawn soft tissue* — "
+        "regions drawn on the two limb films in the soft tissue beside the bones, ≥ about 4 mm from bone "
+        "and skin (`tests/data/real_dicom/soft_tissue_regions.json`, overlay "
+        "[real_regions.png](real_regions.png)): lesions that really lie in soft tissue.",
         "",
         HEADER.replace("| seeds |", "| film (spacing) |", 1),
     ]
-    for suffix, where in (("", "default"), (":soft", "soft tissue")):
+    for suffix, where in (("", "default"), (":soft", "soft tissue"), (":drawn", "drawn soft tissue")):
         for f, sp, desc in REAL_FILMS:
+            if not any(r["preset"] == "real" and r["body"] == f + suffix for r in res):
+                continue
             lines.append(row(f"{desc}: `{f}` ({sp} mm), {where}",
                              summary([r for r in res if r["preset"] == "real" and r["body"] == f + suffix])))
         lines.append(row(f"all films, {where}", summary([r for r in res if r["preset"] == "real"
                                                           and r["body"].endswith(suffix) and (suffix or ":" not in r["body"])])))
-    for suffix, where in (("", "default"), (":soft", "soft tissue")):
+    for suffix, where in (("", "default"), (":soft", "soft tissue"), (":drawn", "drawn soft tissue")):
         lines += ["", f"Per lesion kind, all films, {where} placement:", "", KIND_HEADER]
         lines += kind_rows([r for r in res if r["preset"] == "real" and r["body"].endswith(suffix)
                             and (suffix or ":" not in r["body"])])
