@@ -384,3 +384,39 @@ def test_lesion_in_the_thin_rim_at_the_outline(body, seed):
         mi = seg.labels == i
         if mi.sum() * pa >= 5 and (old.labels[mi] > 0).mean() < 0.5:
             assert (img.labels[mi] > 0).mean() >= 0.3, f"false positive of {mi.sum() * pa:.1f} mm²"
+
+
+def test_streak_along_the_skin_line_is_not_a_lesion():
+    """Edge-enhancement overshoot: a long thin bright streak just inside the body's outline
+    (1.5 mm in) is rejected as ``skin_streak``; without the rule it is reported, and a nodule in the
+    same film is kept either way."""
+    img, _ = scene(seed=3)
+    edge = int(np.argmax(segment(img, spacing_mm=SP).body[200]))  # the outline at row 200
+    streak = (slice(100, 300), slice(edge + 10, edge + 13))  # 30 mm x 0.45 mm
+    img[streak] += 600.0  # 60 noise sigmas
+    prof, _ = nodule(img.shape, (200, 200), 15, 300)
+    seg = segment(img + prof, spacing_mm=SP)
+    assert seg.labels[200, 200] > 0
+    assert (seg.labels[streak] > 0).mean() < 0.05
+    assert any(r["reason"] == "skin_streak" for r in seg.rejected)
+    off = segment(img + prof, spacing_mm=SP, params=SegmentationParams(streak_elongation=0))
+    assert (off.labels[streak] > 0).mean() > 0.5
+
+
+def test_ragged_lace_along_a_bone_edge_is_not_a_lesion():
+    """A lace hugging the bone's edge (solidity well below 0.35) is rejected as ``ragged``; a compact
+    nodule touching the same bone is not."""
+    img, bone = scene(seed=4)
+    lace = np.zeros(img.shape, bool)
+    lace[60:200, 243:246] = True  # along the bar's left edge (col 250, 0.6 mm away) ...
+    lace[60:63, 200:246] = True   # ... with a comb of thin teeth pointing away from it
+    lace[130:133, 200:246] = True
+    lace[197:200, 200:246] = True
+    img[lace] += 300.0  # 30 noise sigmas: not faint, not as bright as the bone
+    prof, _ = nodule(img.shape, (300, 232), 15, 600)
+    seg = segment(img + prof, spacing_mm=SP)
+    assert seg.labels[300, 232] > 0
+    assert (seg.labels[lace] > 0).mean() < 0.05
+    assert any(r["reason"] == "ragged" for r in seg.rejected)
+    off = segment(img + prof, spacing_mm=SP, params=SegmentationParams(min_solidity=0))
+    assert (off.labels[lace] > 0).mean() > 0.5

@@ -44,7 +44,7 @@ class Segmentation:
         (the zero of the lesion's excess contrast).
     rejected : list of dict
         Candidates that were not reported: ``reason`` (min_area, max_area, bone,
-        bone_split_shape, rim, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
+        bone_split_shape, skin_streak, ragged, rim, field_edge, saturated, ...), ``area_px``, ``bbox`` (r0, r1, c0, c1).
     spacing_mm : tuple or None
         Spacing of the image (None when unknown).
     params : SegmentationParams
@@ -292,6 +292,9 @@ def segment(
     band_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (band_k, band_k))
     skin_k = 2 * max(1, int(round(params.skin_band_mm / pix_mm))) + 1
     skin_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (skin_k, skin_k))
+    streak_k = 2 * max(1, int(round(params.streak_skin_mm / pix_mm))) + 1
+    streak_se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (streak_k, streak_k))
+    ragged_se = _se(max(1, int(round(params.ragged_bone_mm / pix_mm))))
     for smooth, sigma, blur_px in scales:
         thr_core = params.k_high * sigma + offset
         core_mask = (smooth >= thr_core) & search_d
@@ -438,6 +441,12 @@ def segment(
                 # Faint, flat, ragged or streak-like: soft-tissue interface or texture, not a calcification
                 # (a deposit is densest inside and fades to its outline; its outline is compact).
                 reason = "flat"
+            elif (params.streak_elongation > 0 and _elongation(keep) > params.streak_elongation
+                  and _skin_band(body, ra, rb, ca, cb, streak_se)[keep].mean() > 0.5):
+                reason = "skin_streak"  # a long streak along the outline: edge-enhancement overshoot
+            elif (params.min_solidity > 0 and _solidity(keep) < params.min_solidity
+                  and cv2.dilate(bone_box.view(np.uint8), ragged_se).view(bool)[keep].any()):
+                reason = "ragged"  # a lace along a bone's edge (cortex, processing halo), not a deposit
             elif not field_m[ra:rb, ca:cb][keep].all():
                 reason = "field_edge"  # reaches the collimation edge band
             elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
