@@ -183,7 +183,7 @@ class SegmentationParams(_Params):
     streak_skin_mm: float = 3.0
     #: ... and one within ragged_bone_mm of the bone, less solid than this (area / convex hull), a
     #: lace along the bone's edge (0: off). Both measured on the real films (docs/segmentation.md):
-    #: no effect on the phantoms, 12 of 42 and 18 of 80 detections of anatomy fewer on the real films.
+    #: no effect on the phantoms, 12 of the 42 detections of anatomy fewer on the real films.
     min_solidity: float = 0.35
     ragged_bone_mm: float = 1.0
     #: 1: lesions against a bone. A core rejected as "on bone" is tested again against a second
