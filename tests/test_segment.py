@@ -386,6 +386,18 @@ def test_lesion_in_the_thin_rim_at_the_outline(body, seed):
             assert (img.labels[mi] > 0).mean() >= 0.3, f"false positive of {mi.sum() * pa:.1f} mm²"
 
 
+def assert_rule_rejects(img, region, nodule_at, reason, rule_off):
+    """``region`` is not reported and ``reason`` is among the rejections; with the rule off
+    (``rule_off`` params) it is reported; the nodule at ``nodule_at`` is kept either way."""
+    seg = segment(img, spacing_mm=SP)
+    assert seg.labels[nodule_at] > 0
+    assert (seg.labels[region] > 0).mean() < 0.05
+    assert any(r["reason"] == reason for r in seg.rejected)
+    off = segment(img, spacing_mm=SP, params=rule_off)
+    assert off.labels[nodule_at] > 0
+    assert (off.labels[region] > 0).mean() > 0.5
+
+
 def test_streak_along_the_skin_line_is_not_a_lesion():
     """Edge-enhancement overshoot: a long thin bright streak just inside the body's outline
     (1.5 mm in) is rejected as ``skin_streak``; without the rule it is reported, and a nodule in the
@@ -395,12 +407,7 @@ def test_streak_along_the_skin_line_is_not_a_lesion():
     streak = (slice(100, 300), slice(edge + 10, edge + 13))  # 30 mm x 0.45 mm
     img[streak] += 600.0  # 60 noise sigmas
     prof, _ = nodule(img.shape, (200, 200), 15, 300)
-    seg = segment(img + prof, spacing_mm=SP)
-    assert seg.labels[200, 200] > 0
-    assert (seg.labels[streak] > 0).mean() < 0.05
-    assert any(r["reason"] == "skin_streak" for r in seg.rejected)
-    off = segment(img + prof, spacing_mm=SP, params=SegmentationParams(streak_elongation=0))
-    assert (off.labels[streak] > 0).mean() > 0.5
+    assert_rule_rejects(img + prof, streak, (200, 200), "skin_streak", SegmentationParams(streak_elongation=0))
 
 
 def test_ragged_lace_along_a_bone_edge_is_not_a_lesion():
@@ -414,9 +421,4 @@ def test_ragged_lace_along_a_bone_edge_is_not_a_lesion():
     lace[197:200, 200:246] = True
     img[lace] += 300.0  # 30 noise sigmas: not faint, not as bright as the bone
     prof, _ = nodule(img.shape, (300, 232), 15, 600)
-    seg = segment(img + prof, spacing_mm=SP)
-    assert seg.labels[300, 232] > 0
-    assert (seg.labels[lace] > 0).mean() < 0.05
-    assert any(r["reason"] == "ragged" for r in seg.rejected)
-    off = segment(img + prof, spacing_mm=SP, params=SegmentationParams(min_solidity=0))
-    assert (off.labels[lace] > 0).mean() > 0.5
+    assert_rule_rejects(img + prof, lace, (300, 232), "ragged", SegmentationParams(min_solidity=0))
