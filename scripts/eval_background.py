@@ -72,18 +72,19 @@ VARIANTS = {
 PRESET = "realistic"
 
 
-def lesion_free(body: str, seed: int, cache: str | None) -> np.ndarray:
+def lesion_free(body: str, seed: int, cache: str | None, preset: str | None = None) -> np.ndarray:
     """The film of (PRESET, body, seed) rendered without its lesions and without quantum noise
     (the expected detector signal goes through the same blur, log, processing and quantisation;
     cached)."""
-    fn = os.path.join(cache, f"{PRESET}_{body}_{seed}_nolesions_nf.npy") if cache else None
+    preset = preset or PRESET
+    fn = os.path.join(cache, f"{preset}_{body}_{seed}_nolesions_nf.npy") if cache else None
     if fn and os.path.exists(fn):
         return np.load(fn)
     from calcimeasure.phantom import PhantomSpec
     from calcimeasure.phantom import render as render_mod
     from calcimeasure.phantom.render import build_patient, render_patient
 
-    spec = PhantomSpec.preset(PRESET, body_part=body)
+    spec = PhantomSpec.preset(preset, body_part=body)
     patient = build_patient(spec, seed=seed)
     expose = render_mod.expose
 

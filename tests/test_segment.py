@@ -422,3 +422,81 @@ def test_ragged_lace_along_a_bone_edge_is_not_a_lesion():
     img[lace] += 300.0  # 30 noise sigmas: not faint, not as bright as the bone
     prof, _ = nodule(img.shape, (300, 232), 15, 600)
     assert_rule_rejects(img + prof, lace, (300, 232), "ragged", SegmentationParams(min_solidity=0))
+
+
+# --- learned background correction (opt-in: learned_background=1) -----------------------------------
+
+
+def _linear_model(weight: float = 1.0) -> dict:
+    """A one-layer 'network' returning signed_log(weight * feature 0): predicts feature 0 exactly."""
+    from calcimeasure.segment import learned
+
+    n = len(learned.FEATURES)
+    w = np.zeros((n, 1), np.float32)
+    w[0, 0] = 1.0
+    return {"mu": np.zeros(n, np.float32), "sd": np.full(n, 1.0 / weight, np.float32), "W0": w,
+            "b0": np.zeros(1, np.float32)}
+
+
+def test_learned_inference_is_the_exported_network():
+    from calcimeasure.segment import learned
+
+    shipped = learned.load_model()
+    assert shipped["mu"].shape == (len(learned.FEATURES),)
+    feats = np.random.default_rng(0).normal(0, 30, (5, 7, len(learned.FEATURES))).astype(np.float32)
+    got = learned.predict_excess(feats, _linear_model())
+    np.testing.assert_allclose(got, feats[..., 0], rtol=1e-5, atol=1e-4)
+    assert np.isfinite(learned.predict_excess(feats, shipped)).all()
+
+
+def test_learned_correction_is_floored_and_stays_in_the_body():
+    from calcimeasure.segment import learned
+
+    rng = np.random.default_rng(1)
+    small = rng.normal(100, 1, (64, 64)).astype(np.float32)
+    body = np.zeros((64, 64), bool)
+    body[8:56, 8:56] = True
+    bone = np.zeros_like(body)
+    bg = np.full_like(small, 90.0)  # residual feature 0 = 10 / u > 0: the model lowers the background
+    floor = np.full_like(small, 95.0)
+    floors = [floor, bg, bg]
+    out = learned.corrected_background(small, bg, floors, bone, body, 0.6, model=_linear_model())
+    assert (out[~body] == 90).all()
+    # The model lowers the background by the residual (to about 80): the 22 mm oriented line
+    # median (95 here) is the floor.
+    np.testing.assert_allclose(out[body], 95.0)
+    high = np.full_like(small, 110.0)  # residual < 0: the model raises the background by |r| = 10
+    out = learned.corrected_background(small, high, [floor, high, high], bone, body, 0.6, model=_linear_model())
+    np.testing.assert_allclose(out[body], 110 + (110 - small[body]), atol=1e-3)
+
+
+def test_learned_background_param_is_validated():
+    with pytest.raises(ParameterError, match="learned_background"):
+        SegmentationParams(learned_background=2)
+
+
+def test_learned_background_on_held_out_realistic_phantoms():
+    """On phantoms the model never saw (seeds >= 100; it was trained on 0-29), the correction
+    lowers the median total-area error and keeps the lesions found. Its precision is below the
+    defaults' (0.93 against 0.97 on the held-out seeds): one false positive here, measured."""
+    from calcimeasure.phantom import PhantomSpec, render_image
+
+    errs = {0: [], 1: []}
+    found = {0: 0, 1: 0}
+    false_pos = {0: 0, 1: 0}
+    for body, seed in (("hand", 100), ("forearm", 100), ("knee", 100)):
+        img = render_image(PhantomSpec.preset("realistic", body_part=body), seed=seed)
+        pa = img.spacing_mm[0] * img.spacing_mm[1]
+        ins = [l for l in img.lesions if l.in_field]
+        truth = np.isin(img.labels, [l.lesion_id for l in ins])
+        true_area = sum(l.area_mm2 for l in ins)
+        for on in (0, 1):
+            lab = segment(img.pixels, spacing_mm=img.spacing_mm, params=SegmentationParams(learned_background=on)).labels
+            errs[on].append(abs((lab > 0).sum() * pa - true_area) / true_area)
+            found[on] += sum((lab[img.labels == l.lesion_id] > 0).mean() >= 0.3 for l in ins if l.area_mm2 >= 5)
+            for i in range(1, lab.max() + 1):
+                m = lab == i
+                false_pos[on] += bool(m.sum() * pa >= 5 and truth[m].mean() < 0.3)
+    assert found[1] >= found[0]
+    assert false_pos[1] <= false_pos[0] + 1, false_pos
+    assert np.median(errs[1]) < np.median(errs[0]), errs

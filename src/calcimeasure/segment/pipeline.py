@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -16,6 +16,7 @@ from .background import (background_small, enlarge, gather, noise_sigma_highpass
                          soft_tissue_background)
 from .bone import bone_mask_small as bone_zone_small
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small, fill_holes
+from . import learned
 from .orientation import isophote_orientation, oriented_line_median
 
 __all__ = ["segment", "Segmentation"]
@@ -196,6 +197,8 @@ def segment(
     if params.soft_background:
         bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params,
                                             seed_background=bg_disk, body_ext=body_ext_s)
+    if params.learned_background:
+        bg_small = _learned_background(small, bg_small, bone_s, body_ext_s, pix_mm * factor, params)
     if params.axis_median_mm > 0:
         bg_small = _axis_floor(small, bg_small, body_ext_s, pix_mm * factor, params)
     background = enlarge(bg_small, factor, rows, cols)
@@ -559,6 +562,13 @@ def _axis_floor(small, bg_small, body, spacing_small_mm, params):
     med = np.where(ok, med, reduce(bg_small, g)).astype(np.float32)
     trusted = enlarge(ok, g, rows_s, cols_s, nearest=True) & body
     return np.where(trusted, np.minimum(enlarge(med, g, rows_s, cols_s), bg_small), bg_small).astype(np.float32)
+
+
+def _learned_background(small, bg_small, bone, body, spacing_small_mm, params):
+    """The background corrected by the shipped model (:mod:`calcimeasure.segment.learned`)."""
+    floors = [_axis_floor(small, bg_small, body, spacing_small_mm, replace(params, axis_median_mm=length))
+              for length in learned.AXIS_LENGTHS_MM]
+    return learned.corrected_background(small, bg_small, floors, bone, body, spacing_small_mm)
 
 
 def _split_core(comp, stats, i, smooth, offset, sigma, bone_ax_s, step, factor, band_px, min_px, open_px,

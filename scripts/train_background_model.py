@@ -1,0 +1,145 @@
+"""Train the learned background correction (``learned_background=1``); writes the shipped weights.
+
+Usage::
+
+    pip install -e .[train]          # scikit-learn, needed only here
+    python scripts/train_background_model.py [--seeds 0-29] [--cache DIR] [--out PATH]
+
+For each phantom (easy, realistic and hard presets x 5 body parts x seeds) the pipeline's reduced-
+grid background is captured, together with the film rendered **without its lesions and without
+quantum noise** (its true background, as in ``scripts/eval_background.py``). The target per pixel
+is ``(background estimate - true background) / u`` (``u``: the film's reduced-grid noise), the
+inputs the features of :func:`calcimeasure.segment.learned.background_features`. 25 000 body pixels
+are drawn per film, five times as likely within 4 px of a lesion. Four scikit-learn
+``MLPRegressor`` (two hidden layers of 64 ReLU units, signed-log inputs and target, Adam, early
+stopping; random states 0-3) are fitted on 3 M of them and exported as plain arrays (``mu, sd`` and
+``n{j}W{k}, n{j}b{k}`` per network) for the numpy inference of ``segment/learned.py``, which
+averages them. The held-out seeds (100-109) of docs/accuracy.md are never used. About 20 min on 2
+cores (warm phantom cache; rendering the lesion-free twins of 450 phantoms adds a few minutes when
+cold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import cv2
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("eval_background", os.path.join(HERE, "eval_background.py"))
+eb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(eb)
+ev = eb.ev
+
+SAMPLES_PER_FILM = 25_000
+TRAIN_SAMPLES = 3_000_000
+#: Networks averaged (different initialisations and batches): one network's false positives on
+#: held-out phantoms varied from 9 to 33 between two trainings; the average is stable.
+ENSEMBLE = 4
+
+
+def fit_net(job):
+    """One network of the ensemble: (coefs, intercepts, epochs)."""
+    X, y, seed = job
+    from sklearn.neural_network import MLPRegressor
+
+    net = MLPRegressor(hidden_layer_sizes=(64, 64), batch_size=2048, learning_rate_init=2e-3, max_iter=40,
+                       early_stopping=True, n_iter_no_change=4, random_state=seed)
+    net.fit(X, y)
+    return net.coefs_, net.intercepts_, net.n_iter_
+
+
+def capture(pixels, spacing) -> dict:
+    """The pipeline's reduced grid, masks and background of one film (default parameters)."""
+    from calcimeasure.segment import pipeline, segment
+
+    cap: dict = {}
+    orig = pipeline._soft_background
+
+    def wrap(small, body, bone, bg_open, sp, prm, seed_background=None, body_ext=None):
+        out, usable = orig(small, body, bone, bg_open, sp, prm, seed_background=seed_background, body_ext=body_ext)
+        cap.update(small=small, bone=bone, body=body if body_ext is None else body_ext, sp=sp, bg=out, params=prm)
+        return out, usable
+
+    pipeline._soft_background = wrap
+    try:
+        segment(pixels, spacing_mm=spacing)
+    finally:
+        pipeline._soft_background = orig
+    return cap
+
+
+def film_samples(job) -> tuple[np.ndarray, np.ndarray]:
+    """Features and targets of SAMPLES_PER_FILM body pixels of one phantom."""
+    import dataclasses
+
+    from calcimeasure.segment import learned, pipeline
+    from calcimeasure.segment.background import reduce
+
+    preset, body_part, seed, cache = job
+    d = ev.load(preset, body_part, seed, cache)
+    cap = capture(d["pixels"], d["spacing"])
+    small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
+    floors = [pipeline._axis_floor(small, bg, body, sp, dataclasses.replace(cap["params"], axis_median_mm=length))
+              for length in learned.AXIS_LENGTHS_MM]
+    feats, u = learned.background_features(small, bg, floors, bone, body, sp)
+    f = max(1, int(round(d["pixels"].shape[0] / small.shape[0])))
+    true = reduce(eb.lesion_free(body_part, seed, cache, preset).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
+    target = (bg - true) / u
+    lesion = reduce((d["labels"] > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]] > 0
+    near = cv2.dilate(lesion.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool).ravel()
+    idx = np.flatnonzero(body.ravel())
+    w = np.where(near[idx], 5.0, 1.0)
+    pick = np.random.default_rng(seed).choice(idx, size=min(SAMPLES_PER_FILM, idx.size), replace=False, p=w / w.sum())
+    return feats.reshape(-1, feats.shape[-1])[pick], target.ravel()[pick]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0-29")
+    ap.add_argument("--presets", default="easy,realistic,hard")
+    ap.add_argument("--cache", default=None, help="phantom cache directory (as eval_segmentation.py)")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
+                                                  "background_mlp.npz"))
+    a = ap.parse_args()
+    from calcimeasure.segment import learned
+
+    t0 = time.time()
+    jobs = [(p, b, s, a.cache) for p in a.presets.split(",") for s in ev.seed_range(a.seeds) for b in ev.BODIES]
+    with ProcessPoolExecutor(a.jobs) as ex:
+        parts = list(ex.map(film_samples, jobs))
+    X = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    print(f"{len(jobs)} films, {len(y)} samples, {time.time() - t0:.0f} s")
+    i = np.random.default_rng(0).choice(len(y), size=min(len(y), TRAIN_SAMPLES), replace=False)
+    Xt = np.sign(X[i]) * np.log1p(np.abs(X[i]))
+    mu, sd = Xt.mean(0), Xt.std(0) + 1e-6
+    Xs, ys = ((Xt - mu) / sd).astype(np.float32), np.sign(y[i]) * np.log1p(np.abs(y[i]))
+    del Xt
+    with ProcessPoolExecutor(a.jobs) as ex:
+        nets = list(ex.map(fit_net, [(Xs, ys, seed) for seed in range(ENSEMBLE)]))
+    print(f"fitted {ENSEMBLE} networks in {[n for _, _, n in nets]} epochs, {time.time() - t0:.0f} s")
+    arrays = {"mu": mu.astype(np.float32), "sd": sd.astype(np.float32)}
+    for j, (coefs, intercepts, _) in enumerate(nets):
+        for k, (w, b) in enumerate(zip(coefs, intercepts)):
+            arrays[f"n{j}W{k}"], arrays[f"n{j}b{k}"] = w.astype(np.float32), b.astype(np.float32)
+    model = {k: v for k, v in arrays.items()}
+    pred = learned.predict_excess(X[:, None, :], model)[:, 0]
+    print(f"median |target| {np.median(np.abs(y)):.2f}, median |target - prediction| {np.median(np.abs(y - pred)):.2f}")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    tmp = a.out + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, a.out)
+    print("wrote", os.path.abspath(a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
