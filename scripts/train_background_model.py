@@ -77,8 +77,6 @@ def capture(pixels, spacing) -> dict:
 
 def film_samples(job) -> tuple[np.ndarray, np.ndarray]:
     """Features and targets of SAMPLES_PER_FILM body pixels of one phantom."""
-    import dataclasses
-
     from calcimeasure.segment import learned, pipeline
     from calcimeasure.segment.background import reduce
 
@@ -86,8 +84,7 @@ def film_samples(job) -> tuple[np.ndarray, np.ndarray]:
     d = ev.load(preset, body_part, seed, cache)
     cap = capture(d["pixels"], d["spacing"])
     small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
-    floors = [pipeline._axis_floor(small, bg, body, sp, dataclasses.replace(cap["params"], axis_median_mm=length))
-              for length in learned.AXIS_LENGTHS_MM]
+    floors = pipeline._learned_floors(small, bg, body, sp, cap["params"])
     feats, u = learned.background_features(small, bg, floors, bone, body, sp)
     f = max(1, int(round(d["pixels"].shape[0] / small.shape[0])))
     true = reduce(eb.lesion_free(body_part, seed, cache, preset).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
@@ -119,9 +116,9 @@ def main() -> int:
     y = np.concatenate([p[1] for p in parts])
     print(f"{len(jobs)} films, {len(y)} samples, {time.time() - t0:.0f} s")
     i = np.random.default_rng(0).choice(len(y), size=min(len(y), TRAIN_SAMPLES), replace=False)
-    Xt = np.sign(X[i]) * np.log1p(np.abs(X[i]))
+    Xt = learned._signed_log(X[i])
     mu, sd = Xt.mean(0), Xt.std(0) + 1e-6
-    Xs, ys = ((Xt - mu) / sd).astype(np.float32), np.sign(y[i]) * np.log1p(np.abs(y[i]))
+    Xs, ys = ((Xt - mu) / sd).astype(np.float32), learned._signed_log(y[i])
     del Xt
     with ProcessPoolExecutor(a.jobs) as ex:
         nets = list(ex.map(fit_net, [(Xs, ys, seed) for seed in range(ENSEMBLE)]))
@@ -130,8 +127,7 @@ def main() -> int:
     for j, (coefs, intercepts, _) in enumerate(nets):
         for k, (w, b) in enumerate(zip(coefs, intercepts)):
             arrays[f"n{j}W{k}"], arrays[f"n{j}b{k}"] = w.astype(np.float32), b.astype(np.float32)
-    model = {k: v for k, v in arrays.items()}
-    pred = learned.predict_excess(X[:, None, :], model)[:, 0]
+    pred = learned.predict_excess(X[:, None, :], arrays)[:, 0]
     print(f"median |target| {np.median(np.abs(y)):.2f}, median |target - prediction| {np.median(np.abs(y - pred)):.2f}")
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     tmp = a.out + ".tmp.npz"

@@ -234,13 +234,13 @@ class SegmentationParams(_Params):
     axis_straightness: float = 0.99
     #: ... and the spacing (mm) of the grid it runs on.
     axis_grid_mm: float = 1.2
-    #: Learned correction of the reduced-grid background (segment/learned.py; 1: on). A small
-    #: network trained on phantoms with a known true background lowers the background where it
-    #: absorbs lesions (never below the 22 mm oriented line median) and raises it where it leaves
+    #: Learned correction of the reduced-grid background (segment/learned.py; 1: on). Four small
+    #: networks trained on phantoms with a known true background lower the background where it
+    #: absorbs lesions (never below the 22 mm oriented line median) and raise it where it leaves
     #: anatomy in the residual. 0 (off) by default: on held-out realistic phantoms it lowers the
-    #: median total-area error from 30 % to 22 % at precision >= 0.95, but it has seen only phantom
-    #: anatomy and adds false positives on the real films (docs/segmentation.md, "Learned
-    #: background correction").
+    #: median total-area error from 30 % to 21 %, but precision falls from 0.97 to 0.93, and it has
+    #: seen only phantom anatomy: it adds false positives on the real films (docs/segmentation.md,
+    #: "Learned background correction").
     learned_background: int = 0
 
     def __post_init__(self) -> None:

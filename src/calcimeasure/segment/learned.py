@@ -3,8 +3,9 @@
 Four small multilayer perceptrons (averaged), trained on phantoms whose true background is known
 (the same film rendered without its lesions and without quantum noise,
 ``scripts/train_background_model.py``), predict per reduced-grid pixel how far the pipeline's
-background estimate lies above the true background, in units of the film's reduced-grid noise. The background is then lowered (or raised)
-by that amount; it is never lowered below the oriented line median (``_axis_floor``).
+background estimate lies above the true background, in units of the film's reduced-grid noise.
+The background is then lowered (or raised) by that amount; it is never lowered below the oriented
+line median (``_axis_floor``).
 
 Inference is plain numpy (two hidden layers of 64 ReLU units on 23 features, per network); the
 weights ship with the package (``data/background_mlp.npz``). scikit-learn is needed only to

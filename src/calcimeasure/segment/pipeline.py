@@ -564,10 +564,15 @@ def _axis_floor(small, bg_small, body, spacing_small_mm, params):
     return np.where(trusted, np.minimum(enlarge(med, g, rows_s, cols_s), bg_small), bg_small).astype(np.float32)
 
 
+def _learned_floors(small, bg_small, body, spacing_small_mm, params):
+    """The background lowered to the oriented line medians the learned correction's features use."""
+    return [_axis_floor(small, bg_small, body, spacing_small_mm, replace(params, axis_median_mm=length))
+            for length in learned.AXIS_LENGTHS_MM]
+
+
 def _learned_background(small, bg_small, bone, body, spacing_small_mm, params):
     """The background corrected by the shipped model (:mod:`calcimeasure.segment.learned`)."""
-    floors = [_axis_floor(small, bg_small, body, spacing_small_mm, replace(params, axis_median_mm=length))
-              for length in learned.AXIS_LENGTHS_MM]
+    floors = _learned_floors(small, bg_small, body, spacing_small_mm, params)
     return learned.corrected_background(small, bg_small, floors, bone, body, spacing_small_mm)
 
 
