@@ -97,11 +97,74 @@ def film_samples(job) -> tuple[np.ndarray, np.ndarray]:
     return feats.reshape(-1, feats.shape[-1])[pick], target.ravel()[pick]
 
 
+#: Real radiographs for training (file, spacing in mm given to the reader or None to use the file's
+#: own): two chests and a dental panoramic -- real anatomy, noise and processing. Not used: the
+#: 16-bit DX chest and the 8-bit fluoroscopic shoulder, whose estimated noise is so small against
+#: their anatomy (targets of -150 to -250 noise units everywhere) that lesions inserted at 3-12 noise
+#: sigmas mean nothing there.
+#: The films scored in docs/accuracy.md (hip, tibia, NIH chest) are never used. Looked up in
+#: ``tests/data/real_dicom`` and then in the developers' corpus (``$CALCIMEASURE_CORPUS``, default
+#: ``../shared/real_dicom``); films not found are skipped with a message.
+REAL_TRAIN_FILMS = [
+    ("rg1_cr_chest_pa_mono1_15bit_j2k_lossy.dcm", 0.2),
+    ("cr_chest_mono1_konica_jpeg_baseline8.dcm", None),
+    ("cr_dental_panoramic_mono1_jpeg_lossless_modality_lut_seq.dcm", None),
+]
+#: Share of the training samples drawn from the real films.
+REAL_FRACTION = 0.33
+
+
+def find_real(film: str) -> str | None:
+    corpus = os.environ.get("CALCIMEASURE_CORPUS", os.path.join(HERE, "..", "..", "shared", "real_dicom"))
+    for d in (ev.REAL_DIR, corpus):
+        if os.path.exists(os.path.join(d, film)):
+            return os.path.join(d, film)
+    return None
+
+
+def real_samples(job) -> tuple[np.ndarray, np.ndarray]:
+    """Features and targets of SAMPLES_PER_FILM body pixels of a real film with inserted lesions.
+
+    The true background of a lesion-free real film is the film itself: everything in it that is not
+    an inserted lesion -- ribs, vessels, trabeculae, skin folds, processing halos -- belongs to the
+    background. The reduced film is smoothed by 0.7 px (its noise would otherwise be part of the
+    target).
+    """
+    from calcimeasure import read_image
+    from calcimeasure.phantom import insert_lesions
+    from calcimeasure.segment import learned, pipeline
+    from calcimeasure.segment.background import reduce
+
+    path, spacing, seed = job
+    rad = read_image(path, spacing_mm=spacing) if spacing else read_image(path)
+    rng = np.random.default_rng(1000 + seed)
+    mask = ev.soft_tissue_mask(rad.pixels, rad.spacing_mm) if seed % 2 else None
+    pixels, labels, _ = insert_lesions(rad.pixels, rad.spacing_mm, seed=seed, n_lesions=int(rng.integers(6, 13)),
+                                       mask=mask)
+    cap = capture(pixels, rad.spacing_mm)
+    small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
+    floors = pipeline._learned_floors(small, bg, body, sp, cap["params"])
+    feats, u = learned.background_features(small, bg, floors, bone, body, sp)
+    f = max(1, int(round(pixels.shape[0] / small.shape[0])))
+    true = reduce(rad.pixels.astype(np.float32), f)[: small.shape[0], : small.shape[1]]
+    true = cv2.GaussianBlur(true, (0, 0), 0.7)
+    target = (bg - true) / u
+    lesion = reduce((labels > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]] > 0
+    near = cv2.dilate(lesion.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool).ravel()
+    idx = np.flatnonzero(body.ravel())
+    w = np.where(near[idx], 5.0, 1.0)
+    pick = rng.choice(idx, size=min(SAMPLES_PER_FILM, idx.size), replace=False, p=w / w.sum())
+    return feats.reshape(-1, feats.shape[-1])[pick], target.ravel()[pick]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0-29")
     ap.add_argument("--presets", default="easy,realistic,hard")
     ap.add_argument("--cache", default=None, help="phantom cache directory (as eval_segmentation.py)")
+    ap.add_argument("--real-seeds", default="",
+                    help="also train on lesions inserted into REAL_TRAIN_FILMS with these seeds, e.g. 0-29 (off by "
+                         "default: measured worse on the held-out real films, docs/segmentation.md)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
                                                   "background_mlp.npz"))
@@ -114,8 +177,27 @@ def main() -> int:
         parts = list(ex.map(film_samples, jobs))
     X = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    print(f"{len(jobs)} films, {len(y)} samples, {time.time() - t0:.0f} s")
-    i = np.random.default_rng(0).choice(len(y), size=min(len(y), TRAIN_SAMPLES), replace=False)
+    print(f"{len(jobs)} phantoms, {len(y)} samples, {time.time() - t0:.0f} s")
+    rng = np.random.default_rng(0)
+    real_jobs = []
+    for film, spacing in REAL_TRAIN_FILMS if a.real_seeds else []:
+        path = find_real(film)
+        if path is None:
+            print(f"real training film not found, skipped: {film}")
+            continue
+        real_jobs += [(path, spacing, s) for s in ev.seed_range(a.real_seeds)]
+    n_real = int(round(TRAIN_SAMPLES * REAL_FRACTION)) if real_jobs else 0
+    i = rng.choice(len(y), size=min(len(y), TRAIN_SAMPLES - n_real), replace=False)
+    X, y = X[i], y[i]
+    if real_jobs:
+        with ProcessPoolExecutor(a.jobs) as ex:
+            parts = list(ex.map(real_samples, real_jobs))
+        Xr = np.concatenate([p[0] for p in parts])
+        yr = np.concatenate([p[1] for p in parts])
+        print(f"{len(real_jobs)} real films with inserted lesions, {len(yr)} samples, {time.time() - t0:.0f} s")
+        j = rng.choice(len(yr), size=min(len(yr), n_real), replace=False)
+        X, y = np.concatenate([X, Xr[j]]), np.concatenate([y, yr[j]])
+    i = np.arange(len(y))
     Xt = learned._signed_log(X[i])
     mu, sd = Xt.mean(0), Xt.std(0) + 1e-6
     Xs, ys = ((Xt - mu) / sd).astype(np.float32), learned._signed_log(y[i])
