@@ -139,6 +139,12 @@ def score(job) -> dict:
     hits = {True: 0, False: 0}
     nles = {True: 0, False: 0}
     misses, errs, per_lesion = [], [], []
+    # Measured peak contrast (noise sigmas) of each detected component, as Measurement.lesions reports it.
+    from calcimeasure.measure import lesion_table
+
+    pix_mm = float(np.sqrt(pa))
+    peaks = lesion_table(lab, d["pixels"], seg.residual, None, d["spacing"], noise_sigma=seg.noise_sigma,
+                         smoothing_px=params.smoothing_mm / pix_mm).set_index("label")["peak_contrast_sigma"]
     for l in infield:
         m = truth == l["id"]
         cov = (lab[m] > 0).mean() if m.any() else 0.0
@@ -152,9 +158,9 @@ def score(job) -> dict:
                 ids = np.unique(lab[m])
                 ids = ids[ids > 0]
                 errs.append((np.isin(lab, ids).sum() * pa - l["area_mm2"]) / l["area_mm2"])
-                per_lesion.append((l["kind"], l["area_mm2"], True, errs[-1]))
+                per_lesion.append((l["kind"], l["area_mm2"], True, errs[-1], float(peaks.loc[ids].max())))
         elif big:
-            per_lesion.append((l["kind"], l["area_mm2"], False, float("nan")))
+            per_lesion.append((l["kind"], l["area_mm2"], False, float("nan"), float("nan")))
             rr, cc = np.nonzero(m)
             why = [rj["reason"] for rj in seg.rejected
                    if rj["bbox"][0] <= rr.mean() < rj["bbox"][1] and rj["bbox"][2] <= cc.mean() < rj["bbox"][3]]
@@ -192,15 +198,38 @@ def kind_rows(rs: list[dict]) -> list[str]:
     """Per lesion kind (lesions >= 5 mm²): count, share of the true area, recall, and the area error
     of the detected components covering each lesion found."""
     recs = [x for r in rs for x in r["per_lesion"]]
-    total = sum(a for _, a, _, _ in recs) or 1.0
+    total = sum(x[1] for x in recs) or 1.0
     out = []
-    for kind in sorted({k for k, _, _, _ in recs}):
+    for kind in sorted({x[0] for x in recs}):
         mine = [x for x in recs if x[0] == kind]
-        found = [e for _, _, f, e in mine if f]
+        found = [x[3] for x in mine if x[2]]
         err = (f"{100 * np.median(found):+.1f} % ({100 * np.percentile(found, 25):+.1f} … "
                f"{100 * np.percentile(found, 75):+.1f} %)" if found else "—")
-        out.append(f"| {kind} | {len(mine)} | {sum(a for _, a, _, _ in mine) / total:.2f} "
+        out.append(f"| {kind} | {len(mine)} | {sum(x[1] for x in mine) / total:.2f} "
                    f"| {len(found) / len(mine):.3f} ({len(found)}/{len(mine)}) | {err} |")
+    return out
+
+
+#: Bins of the measured peak contrast (noise sigmas, ``Measurement.lesions.peak_contrast_sigma``).
+PEAK_BINS = (0.0, 12.0, 24.0, 48.0, 96.0, np.inf)
+PEAK_HEADER = ("| measured peak contrast (noise sigmas) | lesions found ≥ 5 mm² | clouds / plaques / nodules "
+               "| area err: median (25th–75th pct) | share within ±25 % |\n| --- | --- | --- | --- | --- |")
+
+
+def peak_rows(rs: list[dict]) -> list[str]:
+    """Area error of the true lesions found (>= 5 mm²) by the measured peak contrast of the components
+    covering them: how far a user can trust a reported lesion's area from its own table row."""
+    recs = [x for r in rs for x in r["per_lesion"] if x[2]]
+    out = []
+    for lo, hi in zip(PEAK_BINS[:-1], PEAK_BINS[1:]):
+        mine = [x for x in recs if lo <= x[4] < hi]
+        if not mine:
+            continue
+        e = np.array([x[3] for x in mine])
+        kinds = " / ".join(str(sum(x[0] == k for x in mine)) for k in ("cloud", "plaque", "nodule"))
+        label = f"≥ {lo:g}" if hi == np.inf else f"{lo:g}–{hi:g}"
+        out.append(f"| {label} | {len(mine)} | {kinds} | {100 * np.median(e):+.1f} % ({100 * np.percentile(e, 25):+.1f} … "
+                   f"{100 * np.percentile(e, 75):+.1f} %) | {np.mean(np.abs(e) <= 0.25):.2f} |")
     return out
 
 
@@ -296,6 +325,9 @@ def write_report(path: str, a, pdict: dict) -> None:
             lines.append(row(b, summary([r for r in res if r["preset"] == pr and r["body"] == b])))
         lines += ["", "Per lesion kind (tuning + held-out):", "", KIND_HEADER]
         lines += kind_rows([r for r in res if r["preset"] == pr])
+        lines += ["", "Area error of the lesions found, by the **measured** peak contrast of their detected "
+                  "components (`Measurement.lesions.peak_contrast_sigma`; tuning + held-out):", "", PEAK_HEADER]
+        lines += peak_rows([r for r in res if r["preset"] == pr])
         s = summary([r for r in res if r["preset"] == pr])
         lines += ["", f"Median segmentation time: {s['s_per_mpx']:.3f} s/Mpx (one process each, {a.jobs} in parallel).", ""]
     lines += [

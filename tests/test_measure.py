@@ -113,3 +113,36 @@ def test_lesion_table_of_an_empty_label_image_has_no_rows():
     z = np.zeros((40, 50), np.int32)
     t = lesion_table(z, np.ones((40, 50), np.float32), np.zeros((40, 50), np.float32), None, (0.1, 0.1))
     assert len(t) == 0 and list(t.columns) == LESION_COLUMNS
+
+
+def test_peak_contrast_sigma_over_the_local_ring():
+    # Two Gaussian bumps of known height on a residual with a constant offset and a ramp: the
+    # column is the smoothed peak over the ring's median, in noise sigmas; empty without a sigma.
+    rr, cc = np.mgrid[:120, :200]
+    residual = 5.0 + 0.02 * cc
+    labels = np.zeros(residual.shape, np.int32)
+    for lab, (r, c, h) in enumerate([(60, 50, 40.0), (60, 150, 12.0)], start=1):
+        bump = h * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 6.0**2))
+        residual = residual + bump
+        labels[bump > 0.1 * h] = lab
+    residual = residual.astype(np.float32)
+    t = lesion_table(labels, residual, residual, None, (0.1, 0.1), noise_sigma=2.0, smoothing_px=1.5)
+    got = t.set_index("label")["peak_contrast_sigma"]
+    # Smoothing a Gaussian of sigma 6 px by 1.5 px lowers its peak to 36 / 38.25 = 0.941 of the
+    # height; the ring (16-22 px from the centre) lies on the bump's tail at ~0.5 % of it.
+    assert got[1] == pytest.approx(40.0 * 0.936 / 2.0, rel=0.02)
+    assert got[2] == pytest.approx(12.0 * 0.936 / 2.0, rel=0.02)
+    assert got[1] / got[2] == pytest.approx(40.0 / 12.0, rel=0.02)
+    assert lesion_table(labels, residual, residual, None, (0.1, 0.1))["peak_contrast_sigma"].isna().all()
+
+
+def test_measure_reports_peak_contrast_of_phantom_lesions():
+    from calcimeasure.phantom import PhantomSpec, render_image
+
+    img = render_image(PhantomSpec.preset("easy", body_part="hand"), seed=3)
+    m = measure(radiograph(img.pixels, img.spacing_mm))
+    assert m.lesion_count > 0
+    col = m.lesions["peak_contrast_sigma"]
+    assert col.notna().all()
+    # Every lesion reported was found from a core of at least k_high (6) sigmas.
+    assert (col >= 6.0 * 0.8).all()

@@ -43,6 +43,7 @@ LESION_COLUMNS = [
     "integrated_residual",
     "relative_contrast",
     "touches_bone",
+    "peak_contrast_sigma",
 ]
 
 
@@ -167,12 +168,35 @@ def _touches(mask: np.ndarray, bone: np.ndarray, r0: int, c0: int) -> bool:
     return bool((grown & bone[a0:a1, b0:b1]).any())
 
 
+def _peak_over_ring(labels: np.ndarray, residual: np.ndarray, label: int, bbox: tuple[int, int, int, int],
+                    mask: np.ndarray, smoothing_px: float) -> float:
+    """Peak of the (smoothed) residual inside ``mask`` over the median of a ring around it."""
+    r0, c0, r1, c1 = bbox
+    r_in = max(1, int(round(2 * smoothing_px)))
+    r_out = max(r_in + 2, int(round(6 * smoothing_px)))
+    m = max(r_out + 1, int(np.ceil(3 * smoothing_px)))
+    ya, yb = max(0, r0 - m), min(residual.shape[0], r1 + m)
+    xa, xb = max(0, c0 - m), min(residual.shape[1], c1 + m)
+    box = np.ascontiguousarray(residual[ya:yb, xa:xb], np.float32)
+    if smoothing_px > 0:
+        box = cv2.GaussianBlur(box, (0, 0), smoothing_px)
+    own = np.zeros(box.shape, np.uint8)
+    own[r0 - ya : r1 - ya, c0 - xa : c1 - xa][mask] = 1
+    ring = cv2.dilate(own, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2)).astype(bool)
+    ring &= ~cv2.dilate(own, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2)).astype(bool)
+    ring &= labels[ya:yb, xa:xb] == 0
+    level = float(np.median(box[ring])) if ring.any() else 0.0
+    return float(box[own.astype(bool)].max()) - level
+
+
 def lesion_table(
     labels: np.ndarray,
     pixels: np.ndarray,
     residual: np.ndarray,
     bone: np.ndarray | None,
     spacing_mm: tuple[float, float] | None,
+    noise_sigma: float | None = None,
+    smoothing_px: float = 0.0,
 ) -> pd.DataFrame:
     """Measure every label of ``labels`` (pure function on arrays).
 
@@ -188,6 +212,15 @@ def lesion_table(
         Bone mask for the ``touches_bone`` flag.
     spacing_mm : (float, float) or None
         Row and column spacing; ``None`` leaves the mm columns empty.
+    noise_sigma : float, optional
+        Noise sigma of the (smoothed) residual, e.g. ``Segmentation.noise_sigma``. With it,
+        ``peak_contrast_sigma`` is the lesion's peak residual over the median of a ring around it
+        (from ``2 * smoothing_px`` to ``6 * smoothing_px`` pixels out, at least 1 and 3; other
+        lesions left out), in units of it: how far above the noise the lesion stands (detection
+        cores need ``k_high``, 6). ``None`` leaves it empty.
+    smoothing_px : float
+        Gaussian sigma (pixels) applied to the residual before its peak is taken, as the
+        segmentation smooths it (``SegmentationParams.smoothing_mm``); 0: none.
 
     Returns
     -------
@@ -218,6 +251,10 @@ def lesion_table(
         cr, cc = region.centroid
         cr, cc = cr + ra, cc + ca
         mean_res = float(res.mean())
+        peak_sigma = None
+        if noise_sigma is not None and noise_sigma > 0:
+            peak_sigma = _peak_over_ring(labels, residual, region.label, (r0, c0, r1, c1), mask,
+                                         smoothing_px) / float(noise_sigma)
         back_level = float(back.mean())
         row = {
             "label": int(region.label),
@@ -241,10 +278,11 @@ def lesion_table(
             "integrated_residual": float(res.sum()) * (pixel_area if known else 1.0),
             "relative_contrast": mean_res / back_level if back_level != 0 else None,
             "touches_bone": _touches(mask, bone, r0, c0) if bone is not None else False,
+            "peak_contrast_sigma": peak_sigma,
         }
         rows.append(row)
     # Physical and ratio columns are nullable (None without a spacing / background).
-    mm_cols = [c for c in LESION_COLUMNS if c.endswith(("_mm", "_mm2"))] + ["relative_contrast"]
+    mm_cols = [c for c in LESION_COLUMNS if c.endswith(("_mm", "_mm2"))] + ["relative_contrast", "peak_contrast_sigma"]
     if not rows:
         frame = pd.DataFrame(rows, columns=LESION_COLUMNS)
         return frame.astype({c: "Float64" for c in mm_cols})
@@ -307,7 +345,9 @@ def measure(
         if lab.min() < 0:
             raise ParameterError("`labels` must not contain negative values")
         lab = lab.astype(np.int32, copy=False)
-    table = lesion_table(lab, rg.pixels, seg.residual, seg.bone, rg.spacing_mm)
+    pix_mm = float(np.sqrt(rg.spacing_mm[0] * rg.spacing_mm[1])) if rg.spacing_mm else params.nominal_spacing_mm
+    table = lesion_table(lab, rg.pixels, seg.residual, seg.bone, rg.spacing_mm, noise_sigma=seg.noise_sigma,
+                         smoothing_px=params.smoothing_mm / pix_mm)
     total_px = int(table["area_px"].sum())
     known = rg.spacing_mm is not None
     return Measurement(
