@@ -123,3 +123,31 @@ def test_paired_reading_does_not_bring_back_vanished_lesions(tmp_path):
         for b in found:
             rows = lc[lc["baseline_ids"].astype(str).str.split(",").apply(lambda ids: str(b) in ids)]
             assert (rows["status"] == "vanished").all()
+
+
+def test_low_contrast_lesions_flag_an_uncertain_change(tmp_path):
+    """Most of the area in lesions near the detection limit: the fraction is reported and flagged;
+    a pair of clearly visible nodules (sample case04) is not flagged."""
+    from calcimeasure.compare import ComparisonParams, low_contrast_fraction
+    from calcimeasure.phantom import PhantomSpec, render_pair, write_dicom
+
+    pair = render_pair(PhantomSpec.preset("realistic", body_part="fingers"), seed=6)
+    write_dicom(pair.baseline, tmp_path / "b.dcm")
+    write_dicom(pair.followup, tmp_path / "f.dcm")
+    c = compare(tmp_path / "b.dcm", tmp_path / "f.dcm")
+    areas = np.concatenate([c.baseline.lesions["area_px"], c.followup.lesions["area_px"]]).astype(float)
+    peaks = np.concatenate([c.baseline.lesions["peak_contrast_sigma"], c.followup.lesions["peak_contrast_sigma"]])
+    expected = areas[peaks.astype(float) < 12.0].sum() / areas.sum()
+    assert c.low_contrast_fraction == pytest.approx(expected)
+    assert c.low_contrast_fraction > 0.3
+    assert any("low-contrast lesions" in f for f in c.flags)
+    assert c.to_dict()["low_contrast_fraction"] == pytest.approx(expected)
+    assert low_contrast_fraction(c.baseline, c.followup, 0.0) == 0.0
+    quiet = compare(tmp_path / "b.dcm", tmp_path / "f.dcm", params=ComparisonParams(max_low_contrast_fraction=1.0))
+    assert not any("low-contrast lesions" in f for f in quiet.flags)
+    # Sample case04 (two nodules of 15-40 sigmas, stable) is not flagged.
+    dense = compare(ROOT / "sample_images" / "case04_baseline.dcm", ROOT / "sample_images" / "case04_followup.dcm")
+    assert dense.low_contrast_fraction == 0.0
+    assert not any("low-contrast lesions" in f for f in dense.flags)
+    with pytest.raises(ParameterError):
+        ComparisonParams(max_low_contrast_fraction=1.5)

@@ -66,6 +66,13 @@ class ComparisonParams:
     #: lesion is added to that film. Only with a successful registration; applies to Measurement
     #: inputs too — set 0 (off) to compare hand-corrected labels as they are.
     guided_k_high: float = 4.0
+    #: Lesions whose measured peak stands below this many noise sigmas
+    #: (``Measurement.lesions.peak_contrast_sigma``) are near the detection limit: on phantoms
+    #: they are read at about half their area, and found on one film but not the other.
+    low_contrast_sigma: float = 12.0
+    #: When more than this share of the two films' lesion area lies in such lesions, the
+    #: comparison is flagged: its total change is uncertain (docs/comparison.md).
+    max_low_contrast_fraction: float = 0.10
 
     def __post_init__(self) -> None:
         if not self.partial_pct < 0 < self.progression_pct:
@@ -74,6 +81,8 @@ class ComparisonParams:
             raise ParameterError("`lesion_shrunk_pct` must be negative and `lesion_grown_pct` positive")
         if self.match_distance_mm < 0 or self.magnification_tolerance < 0 or self.guided_k_high < 0:
             raise ParameterError("`match_distance_mm`, `magnification_tolerance` and `guided_k_high` must be >= 0")
+        if self.low_contrast_sigma < 0 or not 0 <= self.max_low_contrast_fraction <= 1:
+            raise ParameterError("`low_contrast_sigma` must be >= 0 and `max_low_contrast_fraction` within [0, 1]")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,8 +229,13 @@ class Comparison:
         complete / partial / stable / progression, or not_evaluable.
     flags : tuple of str
         Warnings: registration failed, calibration provenance differs, implied
-        magnification differs, ...
+        magnification differs, most of the area in low-contrast lesions, ...
     params : ComparisonParams
+    low_contrast_fraction : float or None
+        Share of the two films' lesion area (pixels) in lesions whose peak contrast is below
+        ``params.low_contrast_sigma`` noise sigmas; ``None`` when there is no lesion or the
+        measurements carry no contrast. Above ``params.max_low_contrast_fraction`` a flag says
+        the change is uncertain.
     """
 
     baseline: Measurement = field(repr=False)
@@ -239,6 +253,7 @@ class Comparison:
     #: Labels added by the paired reading (``guided_k_high``) on each film: ``{"baseline": [...],
     #: "followup": [...]}`` (label values in ``baseline.labels`` / ``followup.labels``).
     guided_labels: dict = field(default_factory=lambda: {"baseline": [], "followup": []}, repr=False)
+    low_contrast_fraction: float | None = None
 
     def guided_area_px(self, side: str) -> int:
         """Pixels of the lesions the paired reading added on ``side`` ("baseline" / "followup")."""
@@ -264,6 +279,7 @@ class Comparison:
             "registration_scale": self.registration.scale,
             "registration_rotation_deg": self.registration.rotation_deg,
             "flags": "; ".join(self.flags),
+            "low_contrast_fraction": self.low_contrast_fraction,
             "baseline_guided_px": self.guided_area_px("baseline"),
             "followup_guided_px": self.guided_area_px("followup"),
             **{f"param_{k}": v for k, v in self.params.to_dict().items()},
@@ -322,6 +338,13 @@ def compare(
     not used to choose it, response right 0.46 -> 0.54, median error 29.3 -> 30.9 points,
     90th percentile 88.6 -> 81.8. Set ``ComparisonParams(guided_k_high=0)`` to compare
     hand-corrected labels exactly as they are.
+
+    Low-contrast lesions (``params.low_contrast_sigma``, ``max_low_contrast_fraction``): when
+    more than 10 % of the two films' lesion area lies in lesions peaking below 12 noise sigmas,
+    a flag says the change is uncertain (``Comparison.low_contrast_fraction``). On realistic
+    phantom pairs the flagged ones had a median error of the total change of 47.5 points
+    against 15.6 (seeds 0-9, where the thresholds were chosen) and 35.7 against 23.6 (seeds
+    10-19); the response category was not better on the unflagged held-out pairs (0.52 vs 0.58).
     params : ComparisonParams, optional
         Response bands and matching thresholds (recorded in the output).
     segmentation_params, registration_params : optional
@@ -426,12 +449,38 @@ def compare(
                 f"implied magnification differs by {100 * implied:+.1f} % between the films "
                 "(calibration mismatch, or anatomical growth)"
             )
+    low = low_contrast_fraction(mb, mf, params.low_contrast_sigma)
+    if low is not None and low > params.max_low_contrast_fraction:
+        flags.append(
+            f"{100 * low:.0f} % of the lesion area lies in low-contrast lesions (peak < "
+            f"{params.low_contrast_sigma:g} noise sigmas), which are near the detection limit: the change "
+            "is uncertain"
+        )
     return Comparison(
         baseline=mb, followup=mf, registration=reg, lesion_changes=changes,
         baseline_total_mm2=tb, followup_total_mm2=tf, area_change_mm2=change_mm2, area_change_pct=pct,
         area_change_pct_anatomical=pct_anat, response=response, flags=tuple(flags), params=params,
-        guided_labels=guided,
+        guided_labels=guided, low_contrast_fraction=low,
     )
+
+
+def low_contrast_fraction(baseline: Measurement, followup: Measurement, contrast_sigma: float) -> float | None:
+    """Share of the lesion area (pixels, both films) in lesions whose ``peak_contrast_sigma`` is
+    below ``contrast_sigma``; ``None`` without lesions or without that column."""
+    area = low = 0.0
+    for m in (baseline, followup):
+        t = m.lesions
+        if len(t) == 0:
+            continue
+        if "peak_contrast_sigma" not in t.columns:
+            return None
+        peak = t["peak_contrast_sigma"].astype("float64").to_numpy(na_value=np.nan)
+        if np.isnan(peak).any():
+            return None
+        px = t["area_px"].to_numpy(dtype=np.float64)
+        area += float(px.sum())
+        low += float(px[peak < contrast_sigma].sum())
+    return low / area if area > 0 else None
 
 
 def _paired_reading(rb, rf, mb, mf, groups, reg, params):
