@@ -38,6 +38,8 @@ _spec.loader.exec_module(eb)
 ev = eb.ev
 
 SAMPLES_PER_FILM = 25_000
+#: How much more likely a pixel within 4 px of a lesion is drawn (``--lesion-weight``).
+LESION_WEIGHT = 5.0
 TRAIN_SAMPLES = 3_000_000
 #: Networks averaged (different initialisations and batches): one network's false positives on
 #: held-out phantoms varied from 9 to 33 between two trainings; the average is stable.
@@ -92,7 +94,7 @@ def film_samples(job) -> tuple[np.ndarray, np.ndarray]:
     lesion = reduce((d["labels"] > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]] > 0
     near = cv2.dilate(lesion.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool).ravel()
     idx = np.flatnonzero(body.ravel())
-    w = np.where(near[idx], 5.0, 1.0)
+    w = np.where(near[idx], LESION_WEIGHT, 1.0)
     pick = np.random.default_rng(seed).choice(idx, size=min(SAMPLES_PER_FILM, idx.size), replace=False, p=w / w.sum())
     return feats.reshape(-1, feats.shape[-1])[pick], target.ravel()[pick]
 
@@ -152,7 +154,7 @@ def real_samples(job) -> tuple[np.ndarray, np.ndarray]:
     lesion = reduce((labels > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]] > 0
     near = cv2.dilate(lesion.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool).ravel()
     idx = np.flatnonzero(body.ravel())
-    w = np.where(near[idx], 5.0, 1.0)
+    w = np.where(near[idx], LESION_WEIGHT, 1.0)
     pick = rng.choice(idx, size=min(SAMPLES_PER_FILM, idx.size), replace=False, p=w / w.sum())
     return feats.reshape(-1, feats.shape[-1])[pick], target.ravel()[pick]
 
@@ -165,10 +167,13 @@ def main() -> int:
     ap.add_argument("--real-seeds", default="",
                     help="also train on lesions inserted into REAL_TRAIN_FILMS with these seeds, e.g. 0-29 (off by "
                          "default: measured worse on the held-out real films, docs/segmentation.md)")
+    ap.add_argument("--lesion-weight", type=float, default=LESION_WEIGHT)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
                                                   "background_mlp.npz"))
     a = ap.parse_args()
+    global LESION_WEIGHT
+    LESION_WEIGHT = a.lesion_weight
     from calcimeasure.segment import learned
 
     t0 = time.time()
