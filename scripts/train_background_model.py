@@ -172,8 +172,7 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
                                                   "background_mlp.npz"))
     a = ap.parse_args()
-    global LESION_WEIGHT
-    LESION_WEIGHT = a.lesion_weight
+    globals()["LESION_WEIGHT"] = a.lesion_weight  # read by the (forked) sampling workers
     from calcimeasure.segment import learned
 
     t0 = time.time()
