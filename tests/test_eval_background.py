@@ -67,3 +67,28 @@ def test_full_resolution_oracle_and_perfect_classifier_rows(tmp_path):
     again = eb.score(("defaults", *job))
     assert again["hits"] == default["hits"] and again["ndet_all"] == default["ndet_all"]
     assert again["total_err"] == default["total_err"]
+
+
+def test_detection_limit_rows_from_the_noise_free_twins(tmp_path):
+    """noise_free - lesion_free is the lesions' true excess (positive on them, ~0 far away); one row per
+    in-field lesion >= 5 mm², with its true peak contrast, binned without loss by contrast_table."""
+    eb = _load()
+    cache = str(tmp_path)
+    d = eb.ev.load("realistic", "hand", 100, cache)
+    excess = eb.noise_free("hand", 100, cache) - eb.lesion_free("hand", 100, cache)
+    lesions = d["labels"] > 0
+    assert np.median(excess[lesions]) > 0
+    far = np.ones(lesions.shape, bool)
+    rr, cc = np.nonzero(lesions)
+    for r, c in zip(rr[::50], cc[::50]):
+        far[max(0, r - 60): r + 60, max(0, c - 60): c + 60] = False
+    # Far from the lesions: a grey level at most (the processing's tone curve depends on the content).
+    assert np.percentile(np.abs(excess[far]), 99) <= 1.0
+    assert np.median(excess[lesions]) > 10 * np.abs(excess[far]).mean()
+    rows = eb.lesion_contrasts(("hand", 100, cache))
+    big = [l for l in d["lesions"] if l["in_field"] and l["area_mm2"] >= 5]
+    assert len(rows) == len(big) > 0
+    assert all(r["contrast"] > 0 and isinstance(r["defaults"], bool) for r in rows)
+    table = eb.contrast_table(rows)
+    counts = [int(line.split("|")[2]) for line in table.splitlines()[2:]]
+    assert sum(counts) == len(rows)
