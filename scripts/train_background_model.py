@@ -10,7 +10,7 @@ grid background is captured, together with the film rendered **without its lesio
 quantum noise** (its true background, as in ``scripts/eval_background.py``). The target per pixel
 is ``(background estimate - true background) / u`` (``u``: the film's reduced-grid noise), the
 inputs the features of :func:`calcimeasure.segment.learned.background_features`. 25 000 body pixels
-are drawn per film, five times as likely within 4 px of a lesion. Four scikit-learn
+are drawn per film, twenty times as likely within 4 px of a lesion (``--lesion-weight``). Four scikit-learn
 ``MLPRegressor`` (two hidden layers of 64 ReLU units, signed-log inputs and target, Adam, early
 stopping; random states 0-3) are fitted on 3 M of them and exported as plain arrays (``mu, sd`` and
 ``n{j}W{k}, n{j}b{k}`` per network) for the numpy inference of ``segment/learned.py``, which
@@ -39,7 +39,7 @@ ev = eb.ev
 
 SAMPLES_PER_FILM = 25_000
 #: How much more likely a pixel within 4 px of a lesion is drawn (``--lesion-weight``).
-LESION_WEIGHT = 5.0
+LESION_WEIGHT = 20.0
 TRAIN_SAMPLES = 3_000_000
 #: Networks averaged (different initialisations and batches): one network's false positives on
 #: held-out phantoms varied from 9 to 33 between two trainings; the average is stable.
