@@ -168,8 +168,8 @@ def _touches(mask: np.ndarray, bone: np.ndarray, r0: int, c0: int) -> bool:
     return bool((grown & bone[a0:a1, b0:b1]).any())
 
 
-def _peak_over_ring(labels: np.ndarray, residual: np.ndarray, label: int, bbox: tuple[int, int, int, int],
-                    mask: np.ndarray, smoothing_px: float) -> float:
+def _peak_over_ring(labels: np.ndarray, residual: np.ndarray, bbox: tuple[int, int, int, int], mask: np.ndarray,
+                    smoothing_px: float) -> float:
     """Peak of the (smoothed) residual inside ``mask`` over the median of a ring around it."""
     r0, c0, r1, c1 = bbox
     r_in = max(1, int(round(2 * smoothing_px)))
@@ -253,8 +253,7 @@ def lesion_table(
         mean_res = float(res.mean())
         peak_sigma = None
         if noise_sigma is not None and noise_sigma > 0:
-            peak_sigma = _peak_over_ring(labels, residual, region.label, (r0, c0, r1, c1), mask,
-                                         smoothing_px) / float(noise_sigma)
+            peak_sigma = _peak_over_ring(labels, residual, (r0, c0, r1, c1), mask, smoothing_px) / float(noise_sigma)
         back_level = float(back.mean())
         row = {
             "label": int(region.label),
