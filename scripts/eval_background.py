@@ -72,12 +72,12 @@ VARIANTS = {
 PRESET = "realistic"
 
 
-def lesion_free(body: str, seed: int, cache: str | None, preset: str | None = None) -> np.ndarray:
-    """The film of (PRESET, body, seed) rendered without its lesions and without quantum noise
-    (the expected detector signal goes through the same blur, log, processing and quantisation;
-    cached)."""
+def _noise_free_render(body: str, seed: int, cache: str | None, preset: str | None, lesions: bool) -> np.ndarray:
+    """The film of (preset, body, seed) without quantum noise, with or without its lesions (the
+    expected detector signal goes through the same blur, log, processing and quantisation; cached)."""
     preset = preset or PRESET
-    fn = os.path.join(cache, f"{preset}_{body}_{seed}_nolesions_nf.npy") if cache else None
+    suffix = "nf" if lesions else "nolesions_nf"
+    fn = os.path.join(cache, f"{preset}_{body}_{seed}_{suffix}.npy") if cache else None
     if fn and os.path.exists(fn):
         return np.load(fn)
     from calcimeasure.phantom import PhantomSpec
@@ -86,36 +86,8 @@ def lesion_free(body: str, seed: int, cache: str | None, preset: str | None = No
 
     spec = PhantomSpec.preset(preset, body_part=body)
     patient = build_patient(spec, seed=seed)
-    expose = render_mod.expose
-
-    def noise_free_expose(*args, **kwargs):
-        e = expose(*args, **kwargs)
-        return dataclasses.replace(e, signal=e.noise_free)
-
-    render_mod.expose = noise_free_expose
-    try:
-        img = render_patient(dataclasses.replace(patient, lesions=()), spec.acquisition, seed=seed, stream=1)
-    finally:
-        render_mod.expose = expose
-    if fn:
-        os.makedirs(cache, exist_ok=True)
-        np.save(fn, img.pixels)
-    return img.pixels
-
-
-def noise_free(body: str, seed: int, cache: str | None, preset: str | None = None) -> np.ndarray:
-    """The film of (PRESET, body, seed) rendered **with** its lesions and without quantum noise (the
-    lesions' true excess is this minus :func:`lesion_free`; cached)."""
-    preset = preset or PRESET
-    fn = os.path.join(cache, f"{preset}_{body}_{seed}_nf.npy") if cache else None
-    if fn and os.path.exists(fn):
-        return np.load(fn)
-    from calcimeasure.phantom import PhantomSpec
-    from calcimeasure.phantom import render as render_mod
-    from calcimeasure.phantom.render import build_patient, render_patient
-
-    spec = PhantomSpec.preset(preset, body_part=body)
-    patient = build_patient(spec, seed=seed)
+    if not lesions:
+        patient = dataclasses.replace(patient, lesions=())
     expose = render_mod.expose
 
     def noise_free_expose(*args, **kwargs):
@@ -131,6 +103,17 @@ def noise_free(body: str, seed: int, cache: str | None, preset: str | None = Non
         os.makedirs(cache, exist_ok=True)
         np.save(fn, img.pixels)
     return img.pixels
+
+
+def lesion_free(body: str, seed: int, cache: str | None, preset: str | None = None) -> np.ndarray:
+    """The film of (PRESET, body, seed) rendered without its lesions and without quantum noise (cached)."""
+    return _noise_free_render(body, seed, cache, preset, lesions=False)
+
+
+def noise_free(body: str, seed: int, cache: str | None, preset: str | None = None) -> np.ndarray:
+    """The film of (PRESET, body, seed) rendered **with** its lesions and without quantum noise (the
+    lesions' true excess is this minus :func:`lesion_free`; cached)."""
+    return _noise_free_render(body, seed, cache, preset, lesions=True)
 
 
 #: Bins of a lesion's true peak contrast, in units of its film's noise sigma (detection limit table).
