@@ -479,6 +479,15 @@ def segment(
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
+def _bone_zone(small, body, bone, spacing_small_mm, params):
+    """Where the soft-tissue surface is not used (reduced grid): the bone masks grown by
+    ``soft_bone_margin_mm``; the openings are the background there."""
+    if params.soft_bone_mask:
+        bone = bone | bone_zone_small(small, body, spacing_small_mm)
+    k = max(1, int(round(params.soft_bone_margin_mm / spacing_small_mm)))
+    return cv2.dilate(bone.view(np.uint8), _se(k)).view(bool)
+
+
 def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None, body_ext=None):
     """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
 
@@ -493,9 +502,7 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
     def se(mm):
         return _se(max(1, int(round(mm / spacing_small_mm))))
 
-    if params.soft_bone_mask:
-        bone = bone | bone_zone_small(small, body, spacing_small_mm)
-    bone_zone = cv2.dilate(bone.view(np.uint8), se(params.soft_bone_margin_mm)).view(bool)
+    bone_zone = _bone_zone(small, body, bone, spacing_small_mm, params)
     usable0 = body & ~bone_zone
     if body_ext is None:
         body_ext = body
