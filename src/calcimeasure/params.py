@@ -110,6 +110,12 @@ class SegmentationParams(_Params):
     max_elongation_faint: float = 3.5
     #: Fit / candidate iterations of the soft-tissue surface.
     soft_iterations: int = 3
+    #: > 0: where the soft-tissue surface must bridge a hole (lesion candidates), it does so with a
+    #: window this many times ``soft_sigma_mm`` long along the local isophote direction (and
+    #: ``soft_sigma_mm`` across) instead of twice the isotropic scale. 0 (off) by default: it halves the
+    #: part of a missed lesion's excess the surface takes in, but the ``soft_line_mm`` floor takes it
+    #: back, and without that floor anatomy is exposed (docs/segmentation.md, "Sixth session").
+    soft_bridge_along: float = 0.0
     #: Core threshold, in robust noise sigmas of the smoothed residual.
     k_high: float = 6.0
     #: Extent threshold, in robust noise sigmas (hysteresis low).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["reduce", "enlarge", "gather", "background_small", "robust_sigma", "noise_sigma_highpass"]
+__all__ = ["reduce", "enlarge", "gather", "background_small", "robust_sigma", "noise_sigma_highpass", "oriented_quadratic_fit"]
 
 
 def robust_sigma(values: np.ndarray) -> float:
@@ -108,17 +108,31 @@ def soft_tissue_background(
     min_weight: float = 0.3,
     where: np.ndarray | None = None,
     scales: tuple[float, ...] = (1.0, 2.0, 4.0),
+    theta: np.ndarray | None = None,
+    along: float = 0.0,
+    min_weight_oriented: float = 0.1,
 ) -> np.ndarray:
     """Smooth soft-tissue surface through the ``usable`` pixels (normalized convolution).
 
     ``usable`` may be fractional (a weight). Only pixels of ``where`` (default all) are
     estimated; the others keep ``fallback``. Estimated at ``sigma_px`` and, where too few usable pixels are near
     (weight < ``min_weight``: under large candidates, deep inside bone), at 2x and 4x
-    the scale; where even that fails, ``fallback``.
+    the scale; where even that fails, ``fallback``. With ``along`` > 0 and a direction map
+    ``theta`` (radians, x = column, y = row), the 2x step is replaced by
+    :func:`oriented_quadratic_fit` with a window ``along`` x ``sigma_px`` along ``theta`` and
+    ``sigma_px`` across it (accepted from a weight of ``min_weight_oriented``).
     """
     out = fallback.astype(np.float32).copy()
     todo = np.ones(small.shape, bool) if where is None else where.copy()
     for k in scales:
+        if k == 2.0 and along > 0 and theta is not None:
+            # Bridge along the anatomy's axis instead: a strip of soft tissue beside a shaft is
+            # interpolated from along the strip, not from across the bone and the skin.
+            est, den = oriented_quadratic_fit(small, usable, theta, sigma_px * along, sigma_px)
+            ok = todo & (den >= min_weight_oriented) & np.isfinite(est)
+            out[ok] = est[ok]
+            todo &= ~ok
+            continue
         est, den = local_quadratic_fit(small, usable, sigma_px * k, where=todo)
         ok = todo & (den >= min_weight) & np.isfinite(est)
         out[ok] = est[ok]
@@ -139,24 +153,39 @@ def local_quadratic_fit(image: np.ndarray, weight: np.ndarray, sigma_px: float, 
     soft tissue) without bias, and bridges holes (weight 0) by the local curvature.
     Cost: 21 separable filters and one 6 x 6 solve per pixel.
     """
+    w = weight.astype(np.float32)
+    return _quadratic_fit((image * w).astype(np.float32), w, sigma_px, sigma_px, where, ridge)
+
+
+def _polynomial_kernels(sigma_px: float) -> tuple[list[np.ndarray], float]:
+    """Gaussian x (t / sigma)^n, n = 0..4 (normalised coordinates keep the system well
+    conditioned), and the Gaussian's sum."""
     h = int(np.ceil(3 * sigma_px))
     t = np.arange(-h, h + 1, dtype=np.float64)
     g = np.exp(-0.5 * (t / sigma_px) ** 2)
-    ts = t / sigma_px  # normalised coordinates keep the system well conditioned
-    k = [(g * ts**n).astype(np.float32) for n in range(5)]
+    ts = t / sigma_px
+    return [(g * ts**n).astype(np.float32) for n in range(5)], float(g.sum())
+
+
+def _quadratic_fit(weighted: np.ndarray, weight: np.ndarray, sigma_x: float, sigma_y: float,
+                   where: np.ndarray | None = None, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_quadratic_fit` from the weighted image (image x weight), with a Gaussian window
+    of ``sigma_x`` along the columns and ``sigma_y`` along the rows."""
+    kx, sx = _polynomial_kernels(sigma_x)
+    ky, sy = _polynomial_kernels(sigma_y)
     w = weight.astype(np.float32)
-    wi = (image * w).astype(np.float32)
+    wi = weighted.astype(np.float32)
 
     def mom(src, a, b):  # sum_q src(q) dy^a dx^b G  (correlation)
-        return cv2.sepFilter2D(src, cv2.CV_32F, k[b], k[a], borderType=cv2.BORDER_CONSTANT)
+        return cv2.sepFilter2D(src, cv2.CV_32F, kx[b], ky[a], borderType=cv2.BORDER_CONSTANT)
 
     basis = [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]
     den = mom(w, 0, 0)
-    sel = den > 1e-6 * float(g.sum()) ** 2
+    sel = den > 1e-6 * sx * sy
     if where is not None:
         sel &= where
     idx = np.nonzero(sel)
-    out = np.full(image.shape, np.nan, np.float32)
+    out = np.full(w.shape, np.nan, np.float32)
     if idx[0].size:
         cache: dict = {}
 
@@ -174,7 +203,58 @@ def local_quadratic_fit(image: np.ndarray, weight: np.ndarray, sigma_px: float, 
         for i in range(1, len(basis)):
             A[i][i] = A[i][i] + ridge
         out[idx] = _solve_first_spd(A, rhs)
-    return out, (den / float(g.sum()) ** 2).astype(np.float32)
+    return out, (den / (sx * sy)).astype(np.float32)
+
+
+def oriented_quadratic_fit(image: np.ndarray, weight: np.ndarray, theta: np.ndarray, sigma_along_px: float,
+                           sigma_across_px: float, n_angles: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Locally weighted quadratic regression with an elongated window along a direction field.
+
+    At every pixel, the fit of :func:`local_quadratic_fit` with a Gaussian window of
+    ``sigma_along_px`` along the direction ``theta`` (radians, x = column to the right,
+    y = row down; e.g. :func:`~.orientation.isophote_orientation`) and ``sigma_across_px``
+    across it. Along a limb the soft tissue's cross-profile changes slowly: a hole in the
+    support (a lesion left out) is bridged from the strip of soft tissue before and after it,
+    not from across a bone or the skin line, which an isotropic window reaches first.
+
+    The direction is quantised to ``n_angles`` orientations; for each, the weighted image and
+    the weight are rotated so that it runs along the columns (linear interpolation, weight 0
+    outside: a left-out pixel's value never leaks into its neighbours), fitted with an
+    axis-aligned anisotropic window, and rotated back.
+
+    Returns
+    -------
+    est, den : ndarray of float32
+        The fitted value (NaN where not solved) and the window's normalised weight.
+    """
+    image = np.asarray(image, np.float32)
+    weight = np.asarray(weight, np.float32)
+    rows, cols = image.shape
+    side = int(np.ceil(np.hypot(rows, cols))) + 2
+    cx, cy = (cols - 1) / 2.0, (rows - 1) / 2.0
+    mid = (side - 1) / 2.0
+    k_of = np.round((np.asarray(theta) % np.pi) / (np.pi / n_angles)).astype(np.int32) % n_angles
+    est = np.full((rows, cols), np.nan, np.float32)
+    den = np.zeros((rows, cols), np.float32)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for k in range(n_angles):
+        sel = k_of == k
+        if not sel.any():
+            continue
+        a = np.pi * k / n_angles
+        c, s = np.cos(a), np.sin(a)
+        # rotated (u, v) -> source (x, y): x = cx + c (u - mid) - s (v - mid), y = cy + s (u - mid) + c (v - mid)
+        to_src = np.array([[c, -s, cx - c * mid + s * mid], [s, c, cy - s * mid - c * mid]])
+        rwi = cv2.warpAffine(image * weight, to_src, (side, side), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=0)
+        rw = cv2.warpAffine(weight, to_src, (side, side), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        e, d = _quadratic_fit(rwi, rw, sigma_along_px, sigma_across_px)
+        to_rot = np.array([[c, s, mid - c * cx - s * cy], [-s, c, mid + s * cx - c * cy]])
+        back = [cv2.warpAffine(x, to_rot, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+                for x in (np.nan_to_num(e, nan=0.0), np.isfinite(e).astype(np.float32), d)]
+        est[sel] = np.where(back[1][sel] > 0.999, back[0][sel], np.nan)
+        den[sel] = back[2][sel]
+    return est, den
 
 
 def _solve_first_spd(A: list[list[np.ndarray]], b: list[np.ndarray]) -> np.ndarray:

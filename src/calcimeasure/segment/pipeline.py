@@ -488,14 +488,16 @@ def _bone_zone(small, body, bone, spacing_small_mm, params):
     return cv2.dilate(bone.view(np.uint8), _se(k)).view(bool)
 
 
-def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None, body_ext=None):
+def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None, body_ext=None,
+                     leave_out=None):
     """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
 
     The surface is the normalized convolution of the image over the soft tissue
     (body minus the bone and a ``soft_bone_margin_mm`` band), with lesion
     candidates — pixels standing ``soft_k`` clutter sigmas above the current
     surface, grown to ``soft_k_low`` and dilated — left out and interpolated
-    from around them; ``soft_iterations`` rounds. Unlike an opening, it does not
+    from around them; ``soft_iterations`` rounds (``leave_out``, reduced grid: more pixels left
+    out of the fit — diagnostics, e.g. the true lesions). Unlike an opening, it does not
     need the lesion to be narrower than a structuring element (plaques, clouds,
     lesions filling a finger's width stand out of it).
     """
@@ -504,6 +506,8 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
 
     bone_zone = _bone_zone(small, body, bone, spacing_small_mm, params)
     usable0 = body & ~bone_zone
+    if leave_out is not None:
+        usable0 = usable0 & ~leave_out
     if body_ext is None:
         body_ext = body
     if usable0.sum() < 64:
@@ -530,12 +534,15 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
         if usable.sum() < 64:
             usable, cand = usable0, np.zeros(small.shape, bool)
     n_iter = max(1, int(params.soft_iterations))
+    # The anatomy's axis (the isophote direction at 3x the surface's scale): bridging direction.
+    theta = isophote_orientation(coarse, 3.0 * sigma_px) if params.soft_bridge_along > 0 else None
     for it in range(n_iter):
         wgt = reduce(usable.astype(np.float32), g)
         # Candidate rounds need the surface where it is well supported only; the wider
         # scales that bridge large holes are fitted in the last round.
         fit = soft_tissue_background(coarse, wgt, sigma_px, fallback=reduce(bg_open, g), where=where,
-                                     scales=(1.0, 2.0, 4.0) if it == n_iter - 1 else (1.0,))
+                                     scales=(1.0, 2.0, 4.0) if it == n_iter - 1 else (1.0,),
+                                     theta=theta, along=params.soft_bridge_along)
         surface = enlarge(fit, g, rows_s, cols_s)
         r = small - surface
         clutter = robust_sigma(r[usable]) or 1e-6
