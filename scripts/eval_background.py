@@ -175,11 +175,8 @@ def _install_oracle(truth: np.ndarray, mode: str) -> None:
     everywhere (``all``), only where the soft-tissue surface is used (``soft``), or the truth at the
     source resolution (``full``: sharp cortices and the bone's texture are background too);
     ``soft_floor``: as ``soft``, but never below the surface's line-opening floor."""
-    import cv2
-
     from calcimeasure.segment import pipeline
     from calcimeasure.segment.background import reduce
-    from calcimeasure.segment.masks import elongated_opening
 
     orig = getattr(pipeline, "_soft_background_orig", pipeline._soft_background)
     pipeline._soft_background_orig = orig
@@ -200,8 +197,7 @@ def _install_oracle(truth: np.ndarray, mode: str) -> None:
             zone = ext & ~pipeline._bone_zone(small, body, bone, spacing_small_mm, params)
             new = true_small
             if mode == "soft_floor" and params.soft_line_mm > 0:  # the truth, but never below the floor
-                lines = elongated_opening(small, int(round(params.soft_line_mm / spacing_small_mm)))
-                new = np.maximum(true_small, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
+                new = np.maximum(true_small, pipeline._soft_floor(small, spacing_small_mm, params))
             return np.where(zone, new, out).astype(np.float32), usable
         returned[:] = [true_small]
         return true_small, usable

@@ -131,3 +131,19 @@ def test_soft_bridge_along_keeps_a_faint_cloud_out_of_the_surface():
     with pytest.raises(ParameterError, match="soft_bridge_along"):
         SegmentationParams(soft_bridge_along=-1)
     assert SegmentationParams.from_dict(SegmentationParams(soft_bridge_along=4).to_dict()).soft_bridge_along == 4
+
+
+def test_oriented_quadratic_fit_where_gives_the_same_values():
+    """Solving only at ``where`` (the pixels still to bridge) changes no value there."""
+    from calcimeasure.segment.background import oriented_quadratic_fit
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(90, 110)).astype(np.float32).cumsum(0).cumsum(1)
+    weight = (rng.random(img.shape) > 0.3).astype(np.float32)
+    theta = rng.uniform(-3, 3, img.shape).astype(np.float32)
+    where = rng.random(img.shape) > 0.5
+    full, den_full = oriented_quadratic_fit(img, weight, theta, 4.4, 1.1)
+    part, den_part = oriented_quadratic_fit(img, weight, theta, 4.4, 1.1, where=where)
+    np.testing.assert_array_equal(part[where], full[where])
+    np.testing.assert_array_equal(den_part[where], den_full[where])
+    assert np.isnan(part[~where]).all()

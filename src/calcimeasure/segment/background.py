@@ -128,7 +128,7 @@ def soft_tissue_background(
         if k == 2.0 and along > 0 and theta is not None:
             # Bridge along the anatomy's axis instead: a strip of soft tissue beside a shaft is
             # interpolated from along the strip, not from across the bone and the skin.
-            est, den = oriented_quadratic_fit(small, usable, theta, sigma_px * along, sigma_px)
+            est, den = oriented_quadratic_fit(small, usable, theta, sigma_px * along, sigma_px, where=todo)
             ok = todo & (den >= min_weight_oriented) & np.isfinite(est)
             out[ok] = est[ok]
             todo &= ~ok
@@ -153,8 +153,8 @@ def local_quadratic_fit(image: np.ndarray, weight: np.ndarray, sigma_px: float, 
     soft tissue) without bias, and bridges holes (weight 0) by the local curvature.
     Cost: 21 separable filters and one 6 x 6 solve per pixel.
     """
-    w = weight.astype(np.float32)
-    return _quadratic_fit((image * w).astype(np.float32), w, sigma_px, sigma_px, where, ridge)
+    w = weight.astype(np.float32, copy=False)
+    return _quadratic_fit((image * w).astype(np.float32, copy=False), w, sigma_px, sigma_px, where, ridge)
 
 
 def _polynomial_kernels(sigma_px: float) -> tuple[list[np.ndarray], float]:
@@ -173,8 +173,8 @@ def _quadratic_fit(weighted: np.ndarray, weight: np.ndarray, sigma_x: float, sig
     of ``sigma_x`` along the columns and ``sigma_y`` along the rows."""
     kx, sx = _polynomial_kernels(sigma_x)
     ky, sy = _polynomial_kernels(sigma_y)
-    w = weight.astype(np.float32)
-    wi = weighted.astype(np.float32)
+    w = weight.astype(np.float32, copy=False)
+    wi = weighted.astype(np.float32, copy=False)
 
     def mom(src, a, b):  # sum_q src(q) dy^a dx^b G  (correlation)
         return cv2.sepFilter2D(src, cv2.CV_32F, kx[b], ky[a], borderType=cv2.BORDER_CONSTANT)
@@ -207,7 +207,8 @@ def _quadratic_fit(weighted: np.ndarray, weight: np.ndarray, sigma_x: float, sig
 
 
 def oriented_quadratic_fit(image: np.ndarray, weight: np.ndarray, theta: np.ndarray, sigma_along_px: float,
-                           sigma_across_px: float, n_angles: int = 8) -> tuple[np.ndarray, np.ndarray]:
+                           sigma_across_px: float, n_angles: int = 8,
+                           where: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Locally weighted quadratic regression with an elongated window along a direction field.
 
     At every pixel, the fit of :func:`local_quadratic_fit` with a Gaussian window of
@@ -220,7 +221,8 @@ def oriented_quadratic_fit(image: np.ndarray, weight: np.ndarray, theta: np.ndar
     The direction is quantised to ``n_angles`` orientations; for each, the weighted image and
     the weight are rotated so that it runs along the columns (linear interpolation, weight 0
     outside: a left-out pixel's value never leaks into its neighbours), fitted with an
-    axis-aligned anisotropic window, and rotated back.
+    axis-aligned anisotropic window, and rotated back. With ``where`` (bool), both are computed
+    only there (NaN and 0 elsewhere).
 
     Returns
     -------
@@ -239,6 +241,8 @@ def oriented_quadratic_fit(image: np.ndarray, weight: np.ndarray, theta: np.ndar
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     for k in range(n_angles):
         sel = k_of == k
+        if where is not None:
+            sel &= where
         if not sel.any():
             continue
         a = np.pi * k / n_angles
@@ -248,8 +252,19 @@ def oriented_quadratic_fit(image: np.ndarray, weight: np.ndarray, theta: np.ndar
         rwi = cv2.warpAffine(image * weight, to_src, (side, side), flags=flags, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=0)
         rw = cv2.warpAffine(weight, to_src, (side, side), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        e, d = _quadratic_fit(rwi, rw, sigma_along_px, sigma_across_px)
         to_rot = np.array([[c, s, mid - c * cx - s * cy], [-s, c, mid + s * cx - c * cy]])
+        need = None
+        if where is not None:
+            # Solve only at the rotated pixels the rotation back interpolates this orientation's pixels from.
+            ys, xs = np.nonzero(sel)
+            u = to_rot[0, 0] * xs + to_rot[0, 1] * ys + to_rot[0, 2]
+            v = to_rot[1, 0] * xs + to_rot[1, 1] * ys + to_rot[1, 2]
+            need = np.zeros((side, side), bool)
+            for du in (-1, 0, 1, 2):  # bilinear footprint, with a margin for OpenCV's fixed-point rounding
+                for dv in (-1, 0, 1, 2):
+                    need[np.clip(np.floor(v).astype(int) + dv, 0, side - 1),
+                         np.clip(np.floor(u).astype(int) + du, 0, side - 1)] = True
+        e, d = _quadratic_fit(rwi, rw, sigma_along_px, sigma_across_px, where=need)
         back = [cv2.warpAffine(x, to_rot, (cols, rows), flags=flags, borderMode=cv2.BORDER_CONSTANT)
                 for x in (np.nan_to_num(e, nan=0.0), np.isfinite(e).astype(np.float32), d)]
         est[sel] = np.where(back[1][sel] > 0.999, back[0][sel], np.nan)

@@ -488,6 +488,13 @@ def _bone_zone(small, body, bone, spacing_small_mm, params):
     return cv2.dilate(bone.view(np.uint8), _se(k)).view(bool)
 
 
+def _soft_floor(small, spacing_small_mm, params):
+    """The soft-tissue surface's floor (reduced grid): the ``soft_line_mm`` line opening, kept
+    below the lightly smoothed image. Long straight interfaces are not lesions."""
+    lines = elongated_opening(small, int(round(params.soft_line_mm / spacing_small_mm)))
+    return np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0))
+
+
 def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_background=None, body_ext=None,
                      leave_out=None):
     """Background of the reduced grid: a smooth soft-tissue surface off the bone, the openings on it.
@@ -552,8 +559,7 @@ def _soft_background(small, body, bone, bg_open, spacing_small_mm, params, seed_
         if usable.sum() < 64:
             break
     if params.soft_line_mm > 0:
-        lines = elongated_opening(small, int(round(params.soft_line_mm / spacing_small_mm)))
-        surface = np.maximum(surface, np.minimum(lines, cv2.GaussianBlur(small, (0, 0), 1.0)))
+        surface = np.maximum(surface, _soft_floor(small, spacing_small_mm, params))
     out = np.where(body_ext & ~bone_zone, surface, bg_open)
     return out.astype(np.float32), usable
 
