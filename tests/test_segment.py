@@ -472,31 +472,17 @@ def test_learned_correction_is_floored_and_stays_in_the_body():
 
 def test_learned_background_param_is_validated():
     with pytest.raises(ParameterError, match="learned_background"):
-        SegmentationParams(learned_background=2)
+        SegmentationParams(learned_background=3)
 
 
 def test_learned_background_on_held_out_realistic_phantoms():
     """On phantoms the model never saw (seeds >= 100; it was trained on 0-29), the correction
     lowers the median total-area error and keeps the lesions found. Its precision is below the
     defaults' (0.93 against 0.97 on the held-out seeds): one false positive here, measured."""
-    from calcimeasure.phantom import PhantomSpec, render_image
+    from phantom_scoring import score_modes
 
-    errs = {0: [], 1: []}
-    found = {0: 0, 1: 0}
-    false_pos = {0: 0, 1: 0}
-    for body, seed in (("hand", 100), ("forearm", 100), ("knee", 100)):
-        img = render_image(PhantomSpec.preset("realistic", body_part=body), seed=seed)
-        pa = img.spacing_mm[0] * img.spacing_mm[1]
-        ins = [l for l in img.lesions if l.in_field]
-        truth = np.isin(img.labels, [l.lesion_id for l in ins])
-        true_area = sum(l.area_mm2 for l in ins)
-        for on in (0, 1):
-            lab = segment(img.pixels, spacing_mm=img.spacing_mm, params=SegmentationParams(learned_background=on)).labels
-            errs[on].append(abs((lab > 0).sum() * pa - true_area) / true_area)
-            found[on] += sum((lab[img.labels == l.lesion_id] > 0).mean() >= 0.3 for l in ins if l.area_mm2 >= 5)
-            for i in range(1, lab.max() + 1):
-                m = lab == i
-                false_pos[on] += bool(m.sum() * pa >= 5 and truth[m].mean() < 0.3)
+    errs, found, false_pos = score_modes((("hand", 100), ("forearm", 100), ("knee", 100)),
+                                         {0: {}, 1: {"learned_background": 1}})
     assert found[1] >= found[0]
     assert false_pos[1] <= false_pos[0] + 1, false_pos
     assert np.median(errs[1]) < np.median(errs[0]), errs

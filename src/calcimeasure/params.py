@@ -246,8 +246,17 @@ class SegmentationParams(_Params):
     #: anatomy in the residual. 0 (off) by default: on held-out realistic phantoms it lowers the
     #: median total-area error from 30 % to 21 %, but precision falls from 0.97 to 0.93, and it has
     #: seen only phantom anatomy: it adds false positives on the real films (docs/segmentation.md,
-    #: "Learned background correction").
+    #: "Learned background correction"). 2: a U-Net (``segment/unet.py``) that sees each pixel's
+    #: neighbourhood (about 50 mm) predicts the same correction instead (docs/segmentation.md,
+    #: "U-Net background").
     learned_background: int = 0
+    #: With ``learned_background=2`` only: a candidate rejected by a bone or shape rule (``bone``,
+    #: ``bone_shape``, ``bone_split_shape``, ``flat``, ``faint_small``, ``ragged``, ``rim``) is
+    #: kept when the U-Net's mean lesion probability over it is at least this (1: never) ...
+    unet_keep_probability: float = 0.5
+    #: ... and a candidate every rule accepts is rejected (``unet``) when that probability is below
+    #: this (0: never).
+    unet_reject_probability: float = 0.02
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -258,11 +267,11 @@ class SegmentationParams(_Params):
             if not getattr(self, name) > 0:
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
         for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction",
-                     "bone_axis_coherence", "axis_straightness"):
+                     "bone_axis_coherence", "axis_straightness", "unet_keep_probability", "unet_reject_probability"):
             if getattr(self, name) > 1:
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
-        if self.learned_background not in (0, 1):
-            raise ParameterError(f"`learned_background` must be 0 or 1, got {self.learned_background!r}")
+        if self.learned_background not in (0, 1, 2):
+            raise ParameterError(f"`learned_background` must be 0, 1 or 2, got {self.learned_background!r}")
         if self.min_area_mm2 > self.max_area_mm2:
             raise ParameterError(f"`min_area_mm2` ({self.min_area_mm2}) must not exceed `max_area_mm2`")
         if self.k_low > self.k_high:

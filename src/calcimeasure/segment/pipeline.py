@@ -16,7 +16,7 @@ from .background import (background_small, enlarge, gather, noise_sigma_highpass
                          soft_tissue_background)
 from .bone import bone_mask_small as bone_zone_small
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small, fill_holes
-from . import learned
+from . import learned, unet
 from .orientation import isophote_orientation, oriented_line_median
 
 __all__ = ["segment", "Segmentation"]
@@ -197,7 +197,10 @@ def segment(
     if params.soft_background:
         bg_small, soft_s = _soft_background(small, body_s, bone_s, bg_small, pix_mm * factor, params,
                                             seed_background=bg_disk, body_ext=body_ext_s)
-    if params.learned_background:
+    lesion_p_s = None  # the U-Net's lesion probability (reduced grid), learned_background=2 only
+    if params.learned_background == 2:
+        bg_small, lesion_p_s = unet.background_and_lesions(small, bg_small, bone_s, body_ext_s, pix_mm * factor)
+    elif params.learned_background:
         bg_small = _learned_background(small, bg_small, bone_s, body_ext_s, pix_mm * factor, params)
     if params.axis_median_mm > 0:
         bg_small = _axis_floor(small, bg_small, body_ext_s, pix_mm * factor, params)
@@ -319,6 +322,11 @@ def segment(
                                                  borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
         core_px = np.maximum(stats[:, cv2.CC_STAT_AREA], 1).astype(np.float64)
         bone_frac = np.bincount(comp[band_d], minlength=n) / core_px
+        core_p = None
+        if lesion_p_s is not None:
+            p_d = gather(lesion_p_s, np.minimum(np.arange(hs) * step // factor, lesion_p_s.shape[0] - 1),
+                         np.minimum(np.arange(ws) * step // factor, lesion_p_s.shape[1] - 1))
+            core_p = np.bincount(comp.ravel(), weights=p_d.ravel(), minlength=n) / core_px
         skin_frac = np.bincount(comp[skin_d], minlength=n) / core_px
         # Cheap tests on every core before any growth: too large, on the bone band (a lesion
         # against a bone has its core off the bone; cortical edges and trabeculae have theirs on
@@ -337,6 +345,8 @@ def segment(
                                     int(round(params.bone_split_open_mm / (pix_mm * step))), params)):
                 split.add(i)  # the core's piece off the axis bone mask: a lesion against the bone
                 reason = "skin_edge" if skin_frac[i] > 0.5 else None
+            if reason == "bone" and core_p is not None and core_p[i] >= params.unet_keep_probability:
+                reason = None  # the U-Net is confident this core on the bone band is a lesion
             if reason:
                 rejected.append(dict(reason=reason, area_px=area0, bbox=bbox))
             else:
@@ -456,6 +466,12 @@ def segment(
                 reason = "saturated"  # lead marker, metal, burned-in text
             elif params.max_opacity_ratio > 0 and gpeak > params.max_opacity_ratio * bone_contrast:
                 reason = "opaque"  # far denser than bone over soft tissue: lead marker, metal
+            if lesion_p_s is not None and reason not in _PHYSICAL_REASONS:
+                prob = float(gather(lesion_p_s, ridx[ra:rb], cidx[ca:cb])[keep].mean())
+                if reason and prob >= params.unet_keep_probability:
+                    reason = None  # a bone or shape rule overruled by a confident network
+                elif reason is None and prob < params.unet_reject_probability:
+                    reason = "unet"  # the network gives it almost no chance of being a lesion
             if reason:
                 rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
                 # Do not let a rejected structure seed a lesion again.
@@ -477,6 +493,11 @@ def segment(
         box = labels[ra:rb, ca:cb]
         box[box < 0] = 0
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
+
+
+#: Rejections the U-Net's lesion probability never overrules (size, skin-line overshoot, field edge,
+#: saturation, opacity): facts about the candidate, not judgements of its shape.
+_PHYSICAL_REASONS = frozenset({"min_area", "max_area", "skin_edge", "skin_streak", "field_edge", "saturated", "opaque"})
 
 
 def _bone_zone(small, body, bone, spacing_small_mm, params):
