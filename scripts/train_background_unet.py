@@ -20,7 +20,10 @@ cross-entropy on the lesion channel (20 epochs of 150 batches of 16: about 45 mi
 25-29 (``--val-seeds``) are kept out of training, for validation (the epoch with the lowest
 validation loss is exported) and for choosing ``unet_keep_probability`` / ``unet_reject_probability``.
 The held-out seeds (100-109) of docs/accuracy.md are never used. The shipped model is
-``--epochs 20 --steps 150`` with the defaults below.
+``--real-seeds 0-29 --epochs 20 --steps 150`` with the defaults below: lesions inserted into the
+real non-limb films of ``train_background_model.REAL_TRAIN_FILMS`` (two CR chests, a dental
+panoramic; never the scored hip, tibia and NIH chest) are part of the training -- without them the
+network takes real anatomy for lesions (docs/segmentation.md).
 """
 
 from __future__ import annotations
@@ -65,6 +68,45 @@ def prepare_film(job) -> str:
     f = max(1, int(round(d["pixels"].shape[0] / small.shape[0])))
     true = reduce(tbm.eb.lesion_free(part, seed, cache, preset).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
     les = reduce((d["labels"] > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
+    near = cv2.dilate((les > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    target = unet.signed_log((bg - true) / u).astype(np.float32)
+    tmp = fn + ".tmp.npz"
+    np.savez(tmp, x=x.astype(np.float16), t=target, les=(les > 0.25).astype(np.uint8),
+             body=body.astype(np.uint8), near=near.astype(np.uint8))
+    os.replace(tmp, fn)
+    return fn
+
+
+def prepare_real(job) -> str:
+    """Inputs and targets of a real film with inserted lesions (``{work}/real_{film}_{seed}.npz``).
+
+    The true background of a lesion-free real film is the film itself (reduced, smoothed 0.7 px):
+    everything in it that is not an inserted lesion -- ribs, vessels, trabeculae, skin folds,
+    processing halos -- belongs to the background (as in ``train_background_model.real_samples``).
+    """
+    import cv2
+
+    from calcimeasure import read_image
+    from calcimeasure.phantom import insert_lesions
+    from calcimeasure.segment import unet
+    from calcimeasure.segment.background import reduce
+
+    path, spacing, seed, work = job
+    fn = os.path.join(work, f"real_{os.path.basename(path)[:-4]}_{seed}.npz")
+    if os.path.exists(fn):
+        return fn
+    tbm = _tbm()
+    rad = read_image(path, spacing_mm=spacing) if spacing else read_image(path)
+    rng = np.random.default_rng(1000 + seed)
+    mask = tbm.ev.soft_tissue_mask(rad.pixels, rad.spacing_mm) if seed % 2 else None
+    pixels, labels, _ = insert_lesions(rad.pixels, rad.spacing_mm, seed=seed, n_lesions=int(rng.integers(6, 13)),
+                                       mask=mask)
+    cap = tbm.capture(pixels, rad.spacing_mm)
+    small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
+    x, u = unet.unet_inputs(small, bg, bone, body, sp)
+    f = max(1, int(round(pixels.shape[0] / small.shape[0])))
+    true = cv2.GaussianBlur(reduce(rad.pixels.astype(np.float32), f)[: small.shape[0], : small.shape[1]], (0, 0), 0.7)
+    les = reduce((labels > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
     near = cv2.dilate((les > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     target = unet.signed_log((bg - true) / u).astype(np.float32)
     tmp = fn + ".tmp.npz"
@@ -171,6 +213,9 @@ def main() -> int:
     ap.add_argument("--lesion-weight", type=float, default=LESION_WEIGHT)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--real-seeds", default="",
+                    help="also train on lesions inserted into train_background_model.REAL_TRAIN_FILMS (chests and "
+                         "a dental panoramic; never the scored hip and tibia) with these seeds, e.g. 0-29")
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--init", default=None, help="start from these weights (a .pt state dict written by a run)")
     ap.add_argument("--max-lr", type=float, default=3e-3)
@@ -189,6 +234,17 @@ def main() -> int:
     with ProcessPoolExecutor(a.jobs) as ex:
         files = list(ex.map(prepare_film, jobs))
     print(f"prepared {len(files)} phantoms in {time.time() - t0:.0f} s", flush=True)
+    real_jobs = []
+    for film, spacing in tbm.REAL_TRAIN_FILMS if a.real_seeds else []:
+        path = tbm.find_real(film)
+        if path is None:
+            print(f"real training film not found, skipped: {film}")
+            continue
+        real_jobs += [(path, spacing, s, a.work) for s in tbm.ev.seed_range(a.real_seeds)]
+    with ProcessPoolExecutor(a.jobs) as ex:
+        real_files = list(ex.map(prepare_real, real_jobs))
+    if real_jobs:
+        print(f"prepared {len(real_files)} real-film insertions ({time.time() - t0:.0f} s)", flush=True)
     if a.prepare_only:
         return 0
 
@@ -197,8 +253,10 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    train = load_films([f for f, j in zip(files, jobs) if j[2] not in val])
-    valid = load_films([f for f, j in zip(files, jobs) if j[2] in val])
+    train = load_films([f for f, j in zip(files, jobs) if j[2] not in val] +
+                       [f for f, j in zip(real_files, real_jobs) if j[2] not in val])
+    valid = load_films([f for f, j in zip(files, jobs) if j[2] in val] +
+                       [f for f, j in zip(real_files, real_jobs) if j[2] in val])
     vx, vt, vl, vw = (torch.from_numpy(v) for v in crops(valid, 256, a.size, np.random.default_rng(1)))
     model = build_model()
     if a.init:

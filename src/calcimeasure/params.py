@@ -247,8 +247,9 @@ class SegmentationParams(_Params):
     #: median total-area error from 30 % to 21 %, but precision falls from 0.97 to 0.93, and it has
     #: seen only phantom anatomy: it adds false positives on the real films (docs/segmentation.md,
     #: "Learned background correction"). 2: a U-Net (``segment/unet.py``) that sees each pixel's
-    #: neighbourhood (about 50 mm) predicts the same correction instead (docs/segmentation.md,
-    #: "U-Net background").
+    #: neighbourhood (about 50 mm) predicts the same correction instead, and a lesion probability
+    #: (the two parameters below); held-out realistic phantoms 0.87 / 0.98 / 11 % / 0.83, but on
+    #: real limb films precision 0.51 (docs/segmentation.md, "U-Net background and lesion probability").
     learned_background: int = 0
     #: With ``learned_background=2`` only: a candidate rejected by a bone or shape rule (``bone``,
     #: ``bone_shape``, ``bone_split_shape``, ``flat``, ``faint_small``, ``ragged``, ``rim``) is

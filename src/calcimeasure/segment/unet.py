@@ -1,7 +1,8 @@
 """Convolutional background estimate on the reduced grid (opt-in: ``learned_background=2``).
 
 A small U-Net, trained on phantoms whose true background is known (the same film rendered without
-its lesions and without quantum noise; ``scripts/train_background_unet.py``), predicts per
+its lesions and without quantum noise) and on lesions inserted into real chest and dental films
+(``scripts/train_background_unet.py``), predicts per
 reduced-grid pixel how far the pipeline's background estimate lies above the true background, in
 units of the film's reduced-grid noise ``u`` (signed-log scale). Unlike the per-pixel networks of
 :mod:`calcimeasure.segment.learned` it sees the neighbourhood (about 80 px, 50 mm, of context), so
@@ -11,6 +12,8 @@ candidate that a shape or bone rule rejects when the network is confident it is 
 (``unet_keep_probability``), and rejects one the network gives almost no chance
 (``unet_reject_probability``).
 
+Off by default: on held-out phantoms it is the best mode measured, but on real limb films its
+precision is below the defaults' (docs/segmentation.md, "U-Net background and lesion probability").
 Inference runs in OpenCV's DNN module (a core dependency) from the ONNX file shipped with the
 package (``data/background_unet.onnx``); PyTorch is needed only to retrain.
 """
