@@ -49,11 +49,29 @@ def _tbm():
     return mod
 
 
-def prepare_film(job) -> str:
-    """Inputs and targets of one phantom, cached as ``{work}/{preset}_{part}_{seed}.npz``."""
+def _write_film(fn: str, cap: dict, true, labels: np.ndarray, shape: tuple[int, int]) -> str:
+    """Network inputs and targets of one captured film (``capture``), written atomically to ``fn``;
+    ``true(f, shape)`` gives its true background reduced by ``f`` and cut to ``shape``."""
     import cv2
 
     from calcimeasure.segment import unet
+    from calcimeasure.segment.background import reduce
+
+    small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
+    x, u = unet.unet_inputs(small, bg, bone, body, sp)
+    f = max(1, int(round(shape[0] / small.shape[0])))
+    les = reduce((labels > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
+    near = cv2.dilate((les > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    target = unet.signed_log((bg - true(f, small.shape)) / u).astype(np.float32)
+    tmp = fn + ".tmp.npz"
+    np.savez(tmp, x=x.astype(np.float16), t=target, les=(les > 0.25).astype(np.uint8),
+             body=body.astype(np.uint8), near=near.astype(np.uint8))
+    os.replace(tmp, fn)
+    return fn
+
+
+def prepare_film(job) -> str:
+    """Inputs and targets of one phantom, cached as ``{work}/{preset}_{part}_{seed}.npz``."""
     from calcimeasure.segment.background import reduce
 
     preset, part, seed, cache, work = job
@@ -62,19 +80,12 @@ def prepare_film(job) -> str:
         return fn
     tbm = _tbm()
     d = tbm.ev.load(preset, part, seed, cache)
-    cap = tbm.capture(d["pixels"], d["spacing"])
-    small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
-    x, u = unet.unet_inputs(small, bg, bone, body, sp)
-    f = max(1, int(round(d["pixels"].shape[0] / small.shape[0])))
-    true = reduce(tbm.eb.lesion_free(part, seed, cache, preset).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
-    les = reduce((d["labels"] > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
-    near = cv2.dilate((les > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    target = unet.signed_log((bg - true) / u).astype(np.float32)
-    tmp = fn + ".tmp.npz"
-    np.savez(tmp, x=x.astype(np.float16), t=target, les=(les > 0.25).astype(np.uint8),
-             body=body.astype(np.uint8), near=near.astype(np.uint8))
-    os.replace(tmp, fn)
-    return fn
+
+    def true(f, shape):
+        free = reduce(tbm.eb.lesion_free(part, seed, cache, preset).astype(np.float32), f)
+        return free[: shape[0], : shape[1]]
+
+    return _write_film(fn, tbm.capture(d["pixels"], d["spacing"]), true, d["labels"], d["pixels"].shape)
 
 
 def prepare_real(job) -> str:
@@ -88,7 +99,6 @@ def prepare_real(job) -> str:
 
     from calcimeasure import read_image
     from calcimeasure.phantom import insert_lesions
-    from calcimeasure.segment import unet
     from calcimeasure.segment.background import reduce
 
     path, spacing, seed, work = job
@@ -101,19 +111,11 @@ def prepare_real(job) -> str:
     mask = tbm.ev.soft_tissue_mask(rad.pixels, rad.spacing_mm) if seed % 2 else None
     pixels, labels, _ = insert_lesions(rad.pixels, rad.spacing_mm, seed=seed, n_lesions=int(rng.integers(6, 13)),
                                        mask=mask)
-    cap = tbm.capture(pixels, rad.spacing_mm)
-    small, bg, bone, body, sp = cap["small"], cap["bg"], cap["bone"], cap["body"], cap["sp"]
-    x, u = unet.unet_inputs(small, bg, bone, body, sp)
-    f = max(1, int(round(pixels.shape[0] / small.shape[0])))
-    true = cv2.GaussianBlur(reduce(rad.pixels.astype(np.float32), f)[: small.shape[0], : small.shape[1]], (0, 0), 0.7)
-    les = reduce((labels > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
-    near = cv2.dilate((les > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    target = unet.signed_log((bg - true) / u).astype(np.float32)
-    tmp = fn + ".tmp.npz"
-    np.savez(tmp, x=x.astype(np.float16), t=target, les=(les > 0.25).astype(np.uint8),
-             body=body.astype(np.uint8), near=near.astype(np.uint8))
-    os.replace(tmp, fn)
-    return fn
+
+    def true(f, shape):
+        return cv2.GaussianBlur(reduce(rad.pixels.astype(np.float32), f)[: shape[0], : shape[1]], (0, 0), 0.7)
+
+    return _write_film(fn, tbm.capture(pixels, rad.spacing_mm), true, labels, pixels.shape)
 
 
 def build_model(width=(16, 32, 48, 64), in_ch=6):
