@@ -44,7 +44,7 @@ def test_network_output_shape_on_sizes_that_are_not_a_multiple_of_its_grid():
 def test_correction_stays_in_the_body():
     small, body, bone = _film()
     bg = np.full_like(small, 97.0)
-    out = unet.corrected_background(small, bg, bone, body, 0.6)
+    out = unet.background_and_lesions(small, bg, bone, body, 0.6)[0]
     assert out.dtype == np.float32 and out.shape == small.shape
     assert (out[~body] == 97.0).all()
     assert np.isfinite(out).all()
@@ -87,7 +87,7 @@ def test_unet_background_is_closer_to_the_truth_under_held_out_lesions(tmp_path)
         true = reduce(tbm.eb.lesion_free(body, 100, cache).astype(np.float32), f)[: small.shape[0], : small.shape[1]]
         les = reduce((d["labels"] > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]] > 0.5
         free = bdy & ~(reduce((d["labels"] > 0).astype(np.float32), f)[: small.shape[0], : small.shape[1]] > 0)
-        corrected = unet.corrected_background(small, bg, bone, bdy, sp)
+        corrected = unet.background_and_lesions(small, bg, bone, bdy, sp)[0]
         for name, est in (("pipeline", bg), ("unet", corrected)):
             under[name].append(np.median(np.abs(est - true)[les]))
             away[name].append(np.median(np.abs(est - true)[free]))

@@ -240,8 +240,7 @@ def segment(
         # Noise (and residual clutter) where it matters: the smoothed residual over the soft tissue
         # used for the surface (no bone texture, no lesion candidates, no anatomy edges).
         hd_, wd_ = smooth.shape
-        soft_d = gather(soft_s, np.minimum(np.arange(hd_) * step // factor, soft_s.shape[0] - 1),
-                        np.minimum(np.arange(wd_) * step // factor, soft_s.shape[1] - 1))
+        soft_d = _on_detection_grid(soft_s, np.arange(hd_), np.arange(wd_), step, factor)
         sample = smooth[::sub, ::sub][soft_d[::sub, ::sub]]
         if sample.size >= 256:
             clutter_d = soft_d
@@ -324,8 +323,7 @@ def segment(
         bone_frac = np.bincount(comp[band_d], minlength=n) / core_px
         core_p = None
         if lesion_p_s is not None:
-            p_d = gather(lesion_p_s, np.minimum(np.arange(hs) * step // factor, lesion_p_s.shape[0] - 1),
-                         np.minimum(np.arange(ws) * step // factor, lesion_p_s.shape[1] - 1))
+            p_d = _on_detection_grid(lesion_p_s, np.arange(hs), np.arange(ws), step, factor)
             core_p = np.bincount(comp.ravel(), weights=p_d.ravel(), minlength=n) / core_px
         skin_frac = np.bincount(comp[skin_d], minlength=n) / core_px
         # Cheap tests on every core before any growth: too large, on the bone band (a lesion
@@ -500,6 +498,13 @@ def segment(
 _PHYSICAL_REASONS = frozenset({"min_area", "max_area", "skin_edge", "skin_streak", "field_edge", "saturated", "opaque"})
 
 
+def _on_detection_grid(a_small, rows, cols, step, factor):
+    """Values of a reduced-grid array at detection-grid rows and columns (nearest reduced pixel;
+    the detection grid has ``step`` source pixels per pixel, the reduced grid ``factor``)."""
+    return gather(a_small, np.minimum(rows * step // factor, a_small.shape[0] - 1),
+                  np.minimum(cols * step // factor, a_small.shape[1] - 1))
+
+
 def _bone_zone(small, body, bone, spacing_small_mm, params):
     """Where the soft-tissue surface is not used (reduced grid): the bone masks grown by
     ``soft_bone_margin_mm``; the openings are the background there."""
@@ -627,9 +632,7 @@ def _split_core(comp, stats, i, smooth, offset, sigma, bone_ax_s, step, factor, 
     c0d, r0d, wd, hd, _ = (int(v) for v in stats[i])
     h_, w_ = comp.shape
     ra, rb, ca, cb = max(0, r0d - band_px), min(h_, r0d + hd + band_px), max(0, c0d - band_px), min(w_, c0d + wd + band_px)
-    ri = np.minimum(np.arange(ra, rb) * step // factor, bone_ax_s.shape[0] - 1)
-    ci = np.minimum(np.arange(ca, cb) * step // factor, bone_ax_s.shape[1] - 1)
-    ax = gather(bone_ax_s, ri, ci).view(np.uint8)
+    ax = _on_detection_grid(bone_ax_s, np.arange(ra, rb), np.arange(ca, cb), step, factor).view(np.uint8)
     band = cv2.dilate(ax, _se(band_px)).view(bool)[r0d - ra : r0d - ra + hd, c0d - ca : c0d - ca + wd]
     box = comp[r0d : r0d + hd, c0d : c0d + wd]
     core = box == i
@@ -671,10 +674,8 @@ def _refine_bone_outline(x, bone_s, body_s, factor, pix_mm, params) -> np.ndarra
     step = max(1, int(round(params.detect_spacing_mm / pix_mm)))
     xs = reduce(x, step)
     hs, ws = xs.shape
-    r_idx = np.minimum(np.arange(hs) * step // factor, bone_s.shape[0] - 1)
-    c_idx = np.minimum(np.arange(ws) * step // factor, bone_s.shape[1] - 1)
-    coarse = gather(bone_s, r_idx, c_idx)
-    body = gather(body_s, r_idx, c_idx)
+    coarse = _on_detection_grid(bone_s, np.arange(hs), np.arange(ws), step, factor)
+    body = _on_detection_grid(body_s, np.arange(hs), np.arange(ws), step, factor)
     filled = fill_holes(coarse)
     holes = filled & ~coarse
     k = max(1, int(round(params.bone_refine_mm / (pix_mm * step))))

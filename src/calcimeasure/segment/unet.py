@@ -116,9 +116,3 @@ def background_and_lesions(small: np.ndarray, bg: np.ndarray, bone: np.ndarray, 
     excess = np.sign(t) * np.expm1(np.abs(t)) * u
     prob = np.where(body, 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))), 0.0)
     return np.where(body, bg - excess, bg).astype(np.float32), prob.astype(np.float32)
-
-
-def corrected_background(small: np.ndarray, bg: np.ndarray, bone: np.ndarray, body: np.ndarray,
-                         spacing_small_mm: float, path: str = MODEL_PATH) -> np.ndarray:
-    """The background estimate corrected by the network (inside ``body``; unchanged outside)."""
-    return background_and_lesions(small, bg, bone, body, spacing_small_mm, path)[0]
