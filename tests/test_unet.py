@@ -166,3 +166,66 @@ def test_lesion_probability_keeps_a_shape_rejection_and_rejects_an_accepted_cand
     off = segment(img, spacing_mm=SP, params=SegmentationParams(learned_background=2, unet_reject_probability=0,
                                                                 unet_keep_probability=1))
     assert off.labels[300, 232] > 0 and (off.labels[lace] > 0).mean() < 0.05
+
+
+def _probability_discs(monkeypatch, discs, ramp_px: float = 4.0) -> None:
+    """The U-Net replaced by one that keeps the background and reports lesion probability as
+    discs ``((row, col), radius_px)`` on the source grid: 0.5 on each circle, rising to 0.95 inside
+    over ``ramp_px``."""
+    from calcimeasure.segment import pipeline
+
+    def fake(small, bg, bone, body, spacing_small_mm, path=unet.MODEL_PATH):
+        return bg, p_small(small.shape, body)
+
+    def p_small(shape, body):
+        f = rows / shape[0]
+        r, c = (np.mgrid[: shape[0], : shape[1]] + 0.5) * f - 0.5  # block centres on the source grid
+        p = np.zeros(shape, np.float32)
+        for (y, x), rad in discs:
+            p = np.maximum(p, np.clip(0.5 + (rad - np.hypot(r - y, c - x)) / (2 * ramp_px), 0, 0.95))
+        return np.where(body, p, 0).astype(np.float32)
+
+    rows = 400
+    monkeypatch.setattr(pipeline.unet, "background_and_lesions", fake)
+
+
+def test_unet_silhouette_follows_the_network_contour_and_detects_only_when_asked(monkeypatch):
+    """``unet_silhouette``: a lesion whose faint edge the threshold misses (a Gaussian of sigma
+    8 px whose silhouette the network puts at radius 18 px) is outlined on the network's 0.5
+    contour; a confident region in empty tissue becomes a lesion only with
+    ``unet_detect_probability``, and never on a structure rejected for a physical reason (a skin
+    streak)."""
+    from calcimeasure.segment import segment
+    from test_segment import SP, scene
+
+    img, _ = scene(seed=4)
+    rr, cc = np.mgrid[: img.shape[0], : img.shape[1]]
+    near = np.hypot(rr - 300, cc - 150)
+    img += 200 * np.exp(-(near**2) / (2 * 8.0**2))
+    edge = int(np.argmax(segment(img, spacing_mm=SP).body[200]))
+    streak = (slice(100, 300), slice(edge + 10, edge + 13))
+    img[streak] += 600.0
+    ghost = np.hypot(rr - 120, cc - 120) < 10
+    truth_px = np.pi * 18.0**2
+    _probability_discs(monkeypatch, [((300, 150), 18.0), ((120, 120), 10.0), ((200, edge + 11), 10.0)])
+
+    def run(**kw):
+        seg = segment(img, spacing_mm=SP, params=SegmentationParams(learned_background=2, **kw))
+        return seg, int((seg.labels[near < 40] > 0).sum())
+
+    base, base_px = run()
+    assert base_px < 0.8 * truth_px  # the threshold stops inside the silhouette
+    sil, sil_px = run(unet_silhouette=0.5)
+    assert abs(sil_px - truth_px) < 0.05 * truth_px, (sil_px, truth_px)
+    assert len(np.unique(sil.labels[near < 40])) == 2  # still one lesion
+    assert not (sil.labels[ghost] > 0).any()
+    det, det_px = run(unet_silhouette=0.5, unet_detect_probability=0.9)
+    assert det_px == sil_px
+    assert (det.labels[ghost] > 0).mean() > 0.85 and len(np.unique(det.labels[ghost & (det.labels > 0)])) == 1
+    assert not (det.labels[streak] > 0).any()
+    ids = np.unique(det.labels[det.labels > 0])
+    assert len(ids) == len(np.unique(sil.labels[sil.labels > 0])) + 1
+    assert set(ids.tolist()) <= set(det.background_level)  # every lesion has its density reference
+    for name in ("unet_silhouette", "unet_detect_probability"):
+        with pytest.raises(Exception, match=name):
+            SegmentationParams(**{name: 1.5})

@@ -258,6 +258,12 @@ class SegmentationParams(_Params):
     #: ... and a candidate every rule accepts is rejected (``unet``) when that probability is below
     #: this (0: never).
     unet_reject_probability: float = 0.02
+    #: With ``learned_background=2`` only: lesion outlines extended to this contour of the U-Net's
+    #: interpolated lesion probability (its estimate of the silhouette; 0: off) ...
+    unet_silhouette: float = 0.0
+    #: ... and regions of that contour overlapping no lesion reported as lesions when their peak
+    #: probability is at least this (0: never).
+    unet_detect_probability: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -268,7 +274,8 @@ class SegmentationParams(_Params):
             if not getattr(self, name) > 0:
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
         for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction",
-                     "bone_axis_coherence", "axis_straightness", "unet_keep_probability", "unet_reject_probability"):
+                     "bone_axis_coherence", "axis_straightness", "unet_keep_probability", "unet_reject_probability",
+                     "unet_silhouette", "unet_detect_probability"):
             if getattr(self, name) > 1:
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
         if self.learned_background not in (0, 1, 2):

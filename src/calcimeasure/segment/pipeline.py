@@ -487,6 +487,8 @@ def segment(
             any_label = True
             levels[next_id] = ring_bg + offset
             next_id += 1
+    if lesion_p_s is not None and params.unet_silhouette > 0:
+        _unet_silhouette(labels, lesion_p_s, factor, search & field_m, residual, levels, min_px, ring_se, params)
     for ra, rb, ca, cb in marked:  # rejected structures (-1) are background
         box = labels[ra:rb, ca:cb]
         box[box < 0] = 0
@@ -496,6 +498,60 @@ def segment(
 #: Rejections the U-Net's lesion probability never overrules (size, skin-line overshoot, field edge,
 #: saturation, opacity): facts about the candidate, not judgements of its shape.
 _PHYSICAL_REASONS = frozenset({"min_area", "max_area", "skin_edge", "skin_streak", "field_edge", "saturated", "opaque"})
+
+
+def _unet_silhouette(labels, prob_s, factor, allowed, residual, levels, min_px, ring_se, params) -> None:
+    """Lesion outlines from the U-Net's lesion probability (in place on ``labels``).
+
+    The probability, trained on the share of each reduced-grid pixel a lesion covers, is
+    interpolated to the source grid; its ``unet_silhouette`` contour is the network's estimate of
+    the silhouette, which it infers from the whole lesion rather than from the faint pixels at its
+    edge. A region of that contour joins the lesion it overlaps most (its pixels not yet taken);
+    one overlapping no lesion (and no rejected structure, marked -1) becomes a lesion when its
+    peak probability is at least ``unet_detect_probability`` (0: never) and it is large enough.
+    """
+    rows, cols = labels.shape
+    p = enlarge(prob_s, factor, rows, cols)
+    sil = (p >= params.unet_silhouette) & allowed
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(sil.view(np.uint8), 8, cv2.CV_32S)
+    if n <= 1:
+        return
+    on = comp > 0
+    cl, ll = comp[on], labels[on]
+    top = int(labels.max()) + 2
+    # Overlap of every region with every label (-1 rejected, 0 free, > 0 lesions).
+    pair, cnt = np.unique(cl.astype(np.int64) * top + (ll + 1), return_counts=True)
+    pc, pl = pair // top, pair % top - 1
+    target = np.zeros(n, np.int32)
+    best = np.zeros(n, np.int64)
+    blocked = np.zeros(n, bool)
+    for c, lab, k in zip(pc, pl, cnt):
+        if lab > 0 and k > best[c]:
+            target[c], best[c] = lab, k
+        elif lab < 0:
+            blocked[c] = True
+    if params.unet_detect_probability > 0:
+        peak = np.zeros(n, np.float32)
+        np.maximum.at(peak, cl, p[on])
+        next_id = top - 1
+        for c in range(1, n):
+            if target[c] or blocked[c] or stats[c, cv2.CC_STAT_AREA] < min_px:
+                continue
+            if peak[c] >= params.unet_detect_probability:
+                target[c] = next_id
+                next_id += 1
+    newl = target[comp]
+    free = (labels == 0) & (newl > 0)
+    labels[free] = newl[free]
+    for c in range(1, n):
+        lab = int(target[c])
+        if lab and lab not in levels:
+            x0, y0, w, h = (int(v) for v in stats[c, :4])
+            pad = ring_se.shape[0]
+            ra, rb, ca, cb = max(0, y0 - pad), min(rows, y0 + h + pad), max(0, x0 - pad), min(cols, x0 + w + pad)
+            m = labels[ra:rb, ca:cb] == lab
+            ring = cv2.dilate(m.view(np.uint8), ring_se).view(bool) & (labels[ra:rb, ca:cb] == 0)
+            levels[lab] = float(np.median(residual[ra:rb, ca:cb][ring])) if ring.any() else 0.0
 
 
 def _on_detection_grid(a_small, rows, cols, step, factor):
