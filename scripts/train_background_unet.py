@@ -65,7 +65,7 @@ def _write_film(fn: str, cap: dict, true, labels: np.ndarray, shape: tuple[int, 
     target = unet.signed_log((bg - true(f, small.shape)) / u).astype(np.float32)
     tmp = fn + ".tmp.npz"
     np.savez(tmp, x=x.astype(np.float16), t=target, les=(les > 0.25).astype(np.uint8),
-             body=body.astype(np.uint8), near=near.astype(np.uint8))
+             cov=les.astype(np.float16), body=body.astype(np.uint8), near=near.astype(np.uint8))
     os.replace(tmp, fn)
     return fn
 
@@ -150,6 +150,52 @@ def build_model(width=(16, 32, 48, 64), in_ch=6):
     return UNet()
 
 
+def load_onnx_weights(model, path: str) -> None:
+    """Start ``model`` from a shipped ONNX export (batch norm folded into the convolutions).
+
+    The ONNX convolutions are taken in execution order, as are the model's; its batch norms are set
+    to the identity, and must stay frozen (``freeze_batch_norm``) while training from these weights.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    g = onnx.load(path).graph
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    convs = [n for n in g.node if n.op_type in ("Conv", "ConvTranspose")]
+    order = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    with torch.no_grad():
+        model.eval()
+        model(torch.zeros(1, 6, 16, 16))
+    for h in hooks:
+        h.remove()
+    if len(order) != len(convs):
+        raise SystemExit(f"{path}: {len(convs)} convolutions, the model has {len(order)}")
+    with torch.no_grad():
+        for m, n in zip(order, convs):
+            m.weight.copy_(torch.from_numpy(init[n.input[1]].copy()))
+            m.bias.copy_(torch.from_numpy(init[n.input[2]].copy()))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+
+
+def freeze_batch_norm(model) -> None:
+    """Batch norms in evaluation mode (their identity statistics kept) while the rest trains."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+            for q in m.parameters():
+                q.requires_grad_(False)
+
+
 def load_films(files):
     films = []
     for fn in files:
@@ -177,7 +223,7 @@ def crops(films, n, size, rng):
         hh, ww = xx.shape[1:]
         x[:, :hh, :ww] = xx
         t[:hh, :ww] = f["t"][sl]
-        le[:hh, :ww] = f["les"][sl]
+        le[:hh, :ww] = f[LESION_TARGET][sl]
         wt[:hh, :ww] = f["body"][sl] * (1.0 + (LESION_WEIGHT - 1.0) * f["near"][sl])
         k = int(rng.integers(4))
         flip = bool(rng.integers(2))
@@ -190,6 +236,10 @@ def crops(films, n, size, rng):
 
 
 LESION_WEIGHT = 10.0
+#: The lesion channel's target: "les" (a lesion covers > 25 % of the reduced-grid pixel) or "cov"
+#: (the share of the pixel the lesion covers: a soft target, so that the predicted probability is
+#: the expected coverage, whose 0.5 contour, interpolated, follows the silhouette below the grid).
+LESION_TARGET = "les"
 
 
 def loss_fn(out, t, le, wt):
@@ -220,11 +270,16 @@ def main() -> int:
                          "a dental panoramic; never the scored hip and tibia) with these seeds, e.g. 0-29")
     ap.add_argument("--prepare-only", action="store_true")
     ap.add_argument("--init", default=None, help="start from these weights (a .pt state dict written by a run)")
+    ap.add_argument("--init-onnx", default=None,
+                    help="start from a shipped ONNX model (batch norm folded; kept frozen while training)")
+    ap.add_argument("--lesion-target", choices=("binary", "coverage"), default="binary",
+                    help="lesion channel target: lesion covers > 25 %% of the pixel, or the covered share")
     ap.add_argument("--max-lr", type=float, default=3e-3)
     ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
                                                   "background_unet.onnx"))
     a = ap.parse_args()
     globals()["LESION_WEIGHT"] = a.lesion_weight
+    globals()["LESION_TARGET"] = "cov" if a.lesion_target == "coverage" else "les"
     tbm = _tbm()
     os.makedirs(a.work, exist_ok=True)
     seeds = tbm.ev.seed_range(a.seeds)
@@ -263,11 +318,15 @@ def main() -> int:
     model = build_model()
     if a.init:
         model.load_state_dict(torch.load(a.init))
+    if a.init_onnx:
+        load_onnx_weights(model, a.init_onnx)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.max_lr, total_steps=a.epochs * a.steps)
     best, best_state = np.inf, None
     for ep in range(a.epochs):
         model.train()
+        if a.init_onnx:
+            freeze_batch_norm(model)
         tl = 0.0
         for _ in range(a.steps):  # noqa: B007
             x, t, le, wt = (torch.from_numpy(v) for v in crops(train, a.batch, a.size, rng))
