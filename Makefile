@@ -16,11 +16,13 @@ help:
 	@echo "make bench-batch       throughput of 'calcimeasure study' (jobs 1, 2, Dask) -> docs/performance_batch.md"
 	@echo "make sample-images     regenerate sample_images/ from the phantom generator"
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested environment (exact versions): a new upstream release cannot change the
+# bundled samples' regeneration or the documented figures under CI. `pip install .` alone takes the newest.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "calcimeasure needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 setup: $(STAMP)

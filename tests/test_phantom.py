@@ -406,8 +406,18 @@ def test_sample_images_regenerate_identically():
 
     case = SAMPLE_CASES[-1]
     pr = render_pair(case.spec, seed=case.seed, pair=case.pair)
+    # the ground truth (the lesions drawn) does not depend on any library's rasterisation
+    stored_truth = json.loads(truth_path.read_text())["cases"][case.name]["changes"]
+    areas = {l.lesion_id: l.area_mm2 for l in pr.baseline.lesions}
+    for c in stored_truth:
+        if c["baseline_id"] is not None:
+            assert areas[c["baseline_id"]] == pytest.approx(c["baseline_area_mm2"], rel=1e-9)
     for role, img in (("baseline", pr.baseline), ("followup", pr.followup)):
         stored = pydicom.dcmread(SAMPLES / f"{case.name}_{role}.dcm").pixel_array.astype(int)
         diff = np.abs(stored - img.stored.astype(int))
-        # bit-identical on the machine that made them; allow last-bit differences of other BLAS/SIMD paths
-        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+        # Bit-identical in the environment of constraints.txt (make setup installs it); allow last-bit
+        # differences of other BLAS/SIMD paths. Other library versions may rasterise differently
+        # (OpenCV 5.1's putText draws the side marker's letter differently from 5.0's).
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (
+            f"{case.name}_{role}: {int((diff > 1).sum())} pixels differ by up to {int(diff.max())}; "
+            "is the environment the one of constraints.txt?")
