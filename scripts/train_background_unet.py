@@ -118,7 +118,7 @@ def prepare_real(job) -> str:
     return _write_film(fn, tbm.capture(pixels, rad.spacing_mm), true, labels, pixels.shape)
 
 
-def build_model(width=(16, 32, 48, 64), in_ch=6):
+def build_model(width=(16, 32, 48, 64), in_ch=6, out_ch=2):
     import torch
     from torch import nn
 
@@ -133,7 +133,7 @@ def build_model(width=(16, 32, 48, 64), in_ch=6):
             self.enc = nn.ModuleList([block(in_ch, w[0])] + [block(w[i], w[i + 1]) for i in range(len(w) - 1)])
             self.up = nn.ModuleList([nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(len(w) - 1)])
             self.dec = nn.ModuleList([block(2 * w[i], w[i]) for i in range(len(w) - 1)])
-            self.head = nn.Conv2d(w[0], 2, 1)
+            self.head = nn.Conv2d(w[0], out_ch, 1)
 
         def forward(self, x):
             skips = []

@@ -264,6 +264,14 @@ class SegmentationParams(_Params):
     #: ... and regions of that contour overlapping no lesion reported as lesions when their peak
     #: probability is at least this (0: never).
     unet_detect_probability: float = 0.0
+    #: With ``learned_background=2`` only: the reported lesion mask is this contour of a second,
+    #: finer U-Net's predicted lesion coverage (``segment/lesion_unet.py``, about 0.3 mm grid; it
+    #: sees the pipeline's residual and detections and draws the mask itself), instead of the
+    #: hysteresis outlines; 0: off (docs/segmentation.md, "Lesion-mask U-Net").
+    unet_mask: float = 0.0
+    #: ... a region of that mask overlapping no lesion of the pipeline is reported when its peak
+    #: coverage is at least this (0: never; the network then only redraws the pipeline's lesions).
+    unet_mask_detect: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -275,11 +283,14 @@ class SegmentationParams(_Params):
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
         for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction",
                      "bone_axis_coherence", "axis_straightness", "unet_keep_probability", "unet_reject_probability",
-                     "unet_silhouette", "unet_detect_probability"):
+                     "unet_silhouette", "unet_detect_probability", "unet_mask", "unet_mask_detect"):
             if getattr(self, name) > 1:
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
         if self.learned_background not in (0, 1, 2):
             raise ParameterError(f"`learned_background` must be 0, 1 or 2, got {self.learned_background!r}")
+        if self.unet_mask > 0 and (self.unet_mask >= 1 or self.learned_background != 2):
+            raise ParameterError("`unet_mask` must lie in (0, 1) and needs `learned_background=2` "
+                                 f"(got unet_mask={self.unet_mask!r}, learned_background={self.learned_background!r})")
         if self.min_area_mm2 > self.max_area_mm2:
             raise ParameterError(f"`min_area_mm2` ({self.min_area_mm2}) must not exceed `max_area_mm2`")
         if self.k_low > self.k_high:

@@ -16,7 +16,7 @@ from .background import (background_small, enlarge, gather, noise_sigma_highpass
                          soft_tissue_background)
 from .bone import bone_mask_small as bone_zone_small
 from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small, fill_holes
-from . import learned, unet
+from . import learned, lesion_unet, unet
 from .orientation import isophote_orientation, oriented_line_median
 
 __all__ = ["segment", "Segmentation"]
@@ -492,12 +492,56 @@ def segment(
     for ra, rb, ca, cb in marked:  # rejected structures (-1) are background
         box = labels[ra:rb, ca:cb]
         box[box < 0] = 0
+    if lesion_p_s is not None and params.unet_mask > 0:
+        labels, levels = _unet_mask(x, residual, labels, bone, body & field_m, search & field_m, pix_mm, min_px,
+                                    max_px, sat_level, ring_se, params, rejected)
     return _result(labels, residual, bone, body, scales[0][1], field_m, levels, rejected, spacing, params)
 
 
 #: Rejections the U-Net's lesion probability never overrules (size, skin-line overshoot, field edge,
 #: saturation, opacity): facts about the candidate, not judgements of its shape.
 _PHYSICAL_REASONS = frozenset({"min_area", "max_area", "skin_edge", "skin_streak", "field_edge", "saturated", "opaque"})
+
+
+def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px, sat_level, ring_se, params,
+               rejected) -> tuple[np.ndarray, dict]:
+    """Labels from the lesion-mask U-Net (:mod:`calcimeasure.segment.lesion_unet`).
+
+    Its ``unet_mask`` contour of the predicted coverage within ``allowed`` is the lesion mask. An
+    8-connected region of it is reported when it overlaps a lesion of the pipeline (``labels``), or,
+    overlapping none, when its peak coverage is at least ``unet_mask_detect`` (0: never; reason
+    ``unet_new``); regions smaller than ``min_px`` or larger than ``max_px``, or mostly saturated
+    (lead markers, metal: a physical rejection the network is never trusted to overrule), are
+    dropped. Rejections are listed in ``rejected``. Returns the new labels and each lesion's ring
+    background level of the residual.
+    """
+    cov = lesion_unet.lesion_coverage_source(x, residual, labels > 0, bone, body, pix_mm)
+    mask = (cov >= params.unet_mask) & allowed
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), 8, cv2.CV_32S)
+    rows, cols = labels.shape
+    lut = np.zeros(n, np.int32)
+    levels: dict[int, float] = {}
+    pad = ring_se.shape[0]
+    next_id = 1
+    for c in range(1, n):
+        x0, y0, w, h = (int(v) for v in stats[c, :4])
+        area = int(stats[c, cv2.CC_STAT_AREA])
+        ra, rb, ca, cb = max(0, y0 - pad), min(rows, y0 + h + pad), max(0, x0 - pad), min(cols, x0 + w + pad)
+        m = comp[ra:rb, ca:cb] == c
+        reason = ("min_area" if area < min_px else "max_area" if area > max_px
+                  else "saturated" if np.mean(x[ra:rb, ca:cb][m] >= sat_level) > params.max_saturated_fraction
+                  else None)
+        if reason is None and not (labels[ra:rb, ca:cb][m] > 0).any():
+            if not (params.unet_mask_detect > 0 and float(cov[ra:rb, ca:cb][m].max()) >= params.unet_mask_detect):
+                reason = "unet_new"  # a region of the network's mask where the pipeline found nothing
+        if reason:
+            rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
+            continue
+        lut[c] = next_id
+        ring = cv2.dilate(m.view(np.uint8), ring_se).view(bool) & (comp[ra:rb, ca:cb] == 0)
+        levels[next_id] = float(np.median(residual[ra:rb, ca:cb][ring])) if ring.any() else 0.0
+        next_id += 1
+    return lut[comp], levels
 
 
 def _unet_silhouette(labels, prob_s, factor, allowed, residual, levels, min_px, ring_se, params) -> None:
