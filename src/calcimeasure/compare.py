@@ -62,8 +62,9 @@ class ComparisonParams:
     magnification_tolerance: float = 0.03
     #: Paired reading: a lesion found on one film only is looked for on the other at its
     #: registered place with relaxed thresholds (cores at this many noise sigmas instead of
-    #: ``k_high``, the faint-shape rules off); a candidate there covering >= 30 % of the mapped
-    #: lesion is added to that film. Only with a successful registration; applies to Measurement
+    #: ``k_high``, the faint-shape rules off; with the lesion-mask U-Net (``unet_mask``), regions
+    #: of its mask found without a pipeline detection too); a candidate there covering >= 30 % of
+    #: the mapped lesion is added to that film. Only with a successful registration; applies to Measurement
     #: inputs too — set 0 (off) to compare hand-corrected labels as they are.
     guided_k_high: float = 4.0
     #: Lesions whose measured peak stands below this many noise sigmas
@@ -514,6 +515,8 @@ def _paired_reading(rb, rf, mb, mf, groups, reg, params):
             continue
         seg_params = meas.params or SegmentationParams()
         relaxed = replace(seg_params, k_high=min(seg_params.k_high, params.guided_k_high), min_dome_ratio_faint=0.0)
+        if seg_params.unet_mask > 0:  # the lesion-mask network may report, there, a region it finds alone
+            relaxed = replace(relaxed, unet_mask_detect=seg_params.unet_mask)
         relaxed_labels = segment(rg, params=relaxed).labels
         lesion_of = src[rr[inside], cc[inside]]
         hit = relaxed_labels[mapped[inside, 0], mapped[inside, 1]]
