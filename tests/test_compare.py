@@ -151,3 +151,40 @@ def test_low_contrast_lesions_flag_an_uncertain_change(tmp_path):
     assert not any("low-contrast lesions" in f for f in dense.flags)
     with pytest.raises(ParameterError):
         ComparisonParams(max_low_contrast_fraction=1.5)
+
+
+def test_paired_reading_with_the_lesion_mask_network(tmp_path):
+    """With the lesion-mask U-Net (``unet_mask``) the paired reading may add a region the network
+    finds without a pipeline detection; what it adds lies on true lesions of that film, and the
+    vanished lesions of a pair whose follow-up lost two stay vanished (nothing is added there)."""
+    from calcimeasure import SegmentationParams
+    from calcimeasure.phantom import PhantomSpec, render_pair, write_dicom
+
+    seg = SegmentationParams(learned_background=2, unet_mask=0.4)
+    added = 0
+    for body, seed in (("hand", 1), ("knee", 2)):
+        pair = render_pair(PhantomSpec.preset("realistic", body_part=body), seed=seed)
+        write_dicom(pair.baseline, tmp_path / f"{body}_b.dcm")
+        write_dicom(pair.followup, tmp_path / f"{body}_f.dcm")
+        c = compare(tmp_path / f"{body}_b.dcm", tmp_path / f"{body}_f.dcm", segmentation_params=seg)
+        assert c.registration.ok
+        for side, img in (("baseline", pair.baseline), ("followup", pair.followup)):
+            m = c.baseline if side == "baseline" else c.followup
+            for lid in c.guided_labels[side]:
+                region = m.labels == lid
+                # A true detection (>= 30 % of it on a lesion, the precision rule of the accuracy
+                # suite) that takes in the lesion it lies on. Measured: the knee follow-up's faint
+                # 18 mm² cloud, 98 % of it covered, read 2.7 times too large (docs/segmentation.md).
+                assert (img.labels[region] > 0).mean() >= 0.3, (body, side, lid)
+                ids, counts = np.unique(img.labels[region], return_counts=True)
+                main = ids[ids > 0][np.argmax(counts[ids > 0])]
+                assert (region[img.labels == main]).mean() >= 0.9, (body, side, lid)
+                added += 1
+        vanished = {ch.baseline_id for ch in pair.changes if ch.change == "vanished"}
+        for lid in vanished:
+            mapped_back = pair.baseline.labels == lid
+            for b in set(np.unique(c.baseline.labels[mapped_back])) - {0}:
+                lc = c.lesion_changes
+                rows = lc[lc["baseline_ids"].astype(str).str.split(",").apply(lambda ids, b=b: str(b) in ids)]
+                assert (rows["status"] == "vanished").all(), (body, lid)
+    assert added >= 1  # measured: one lesion added on the knee follow-up
