@@ -86,7 +86,7 @@ def test_the_network_mask_redraws_the_pipeline_lesions_within_the_roi(monkeypatc
     img[masks["marker"]] = img.max() + 500.0
     seen = {}
 
-    def fake(x, residual, detected, bone, body, pix_mm, path=lesion_unet.MODEL_PATH):
+    def fake(x, residual, detected, bone, body, pix_mm, path=lesion_unet.MODEL_PATH, near_mm=None):
         seen["detected"] = detected.copy()
         return np.where(np.logical_or.reduce(list(masks.values())), 0.9, 0.05).astype(np.float32)
 
@@ -140,3 +140,24 @@ def test_network_mask_is_closer_to_the_true_masks_on_held_out_phantoms():
     assert np.mean(dice["network"]) > np.mean(dice["pipeline"]) + 0.02, dice
     assert sum(a > b for a, b in zip(dice["network"], dice["pipeline"])) >= 4, dice
     assert found["network"] >= found["pipeline"], found
+
+
+def test_windows_around_the_detections_give_the_whole_film_values_there():
+    """Redrawing only, the network runs on windows around the pipeline's detections (pooling-grid
+    aligned, with context): within the reach the coverage equals the whole-film run's."""
+    import cv2
+
+    from calcimeasure.phantom import PhantomSpec, render_image
+    from calcimeasure.segment import segment
+
+    img = render_image(PhantomSpec.preset("realistic", body_part="hand"), seed=101)
+    seg = segment(img.pixels, spacing_mm=img.spacing_mm, params=SegmentationParams(learned_background=2))
+    pix = float(np.sqrt(img.spacing_mm[0] * img.spacing_mm[1]))
+    inputs, f = lesion_unet.mask_inputs(img.pixels, seg.residual, seg.labels > 0, seg.bone,
+                                        seg.body & seg.field_mask, pix)
+    near = cv2.dilate((inputs[4] > 0).astype(np.uint8), np.ones((41, 41), np.uint8)) > 0
+    assert 0 < near.mean() < 0.5
+    full = lesion_unet.lesion_coverage(inputs)
+    win = lesion_unet.lesion_coverage(inputs, near=near)
+    np.testing.assert_allclose(win[near], full[near], atol=1e-4)
+    assert (win[~near] == 0).all()

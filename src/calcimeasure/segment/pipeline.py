@@ -503,6 +503,11 @@ def segment(
 _PHYSICAL_REASONS = frozenset({"min_area", "max_area", "skin_edge", "skin_streak", "field_edge", "saturated", "opaque"})
 
 
+#: How far (mm) beyond the pipeline's lesions the lesion-mask network's outline may reach when it
+#: only redraws them (``unet_mask_detect`` 0): its coverage is computed only that close.
+UNET_MASK_REACH_MM = 8.0
+
+
 def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px, sat_level, ring_se, params,
                rejected) -> tuple[np.ndarray, dict]:
     """Labels from the lesion-mask U-Net (:mod:`calcimeasure.segment.lesion_unet`).
@@ -515,7 +520,9 @@ def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px,
     dropped. Rejections are listed in ``rejected``. Returns the new labels and each lesion's ring
     background level of the residual.
     """
-    cov = lesion_unet.lesion_coverage_source(x, residual, labels > 0, bone, body, pix_mm)
+    # Redrawing only (no detection by the network): its coverage is needed near the pipeline's lesions.
+    near_mm = None if params.unet_mask_detect > 0 else UNET_MASK_REACH_MM
+    cov = lesion_unet.lesion_coverage_source(x, residual, labels > 0, bone, body, pix_mm, near_mm=near_mm)
     mask = (cov >= params.unet_mask) & allowed
     n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), 8, cv2.CV_32S)
     rows, cols = labels.shape
