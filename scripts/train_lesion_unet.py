@@ -81,6 +81,11 @@ def prepare_real(job) -> str:
         rad = read_image(path, spacing_mm=spacing) if spacing else read_image(path)
         rng = np.random.default_rng(1000 + seed)
         mask = ev.soft_tissue_mask(rad.pixels, rad.spacing_mm) if seed % 2 else None
+        if seed % 3 == 2:
+            try:  # a limb film's drawn soft tissue, where there is one
+                mask = ev.drawn_mask(os.path.basename(path), rad.pixels.shape)
+            except (KeyError, OSError):
+                pass
         pixels, labels, _ = insert_lesions(rad.pixels, rad.spacing_mm, seed=seed,
                                            n_lesions=int(rng.integers(6, 13)), mask=mask)
         _write(fn, pixels, rad.spacing_mm, labels)
@@ -144,6 +149,10 @@ def main() -> int:
     ap.add_argument("--real-seeds", default="0-29")
     ap.add_argument("--max-lr", type=float, default=3e-3)
     ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--extra-real", default="",
+                    help="comma-separated FILM:SPACING of further real films to insert lesions into (an "
+                         "experiment, e.g. a cross-validation fold on one scored limb film: never ship it)")
+    ap.add_argument("--init", default=None, help="start from these weights (a .pt state dict written by a run)")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
                                                   "lesion_unet.onnx"))
     a = ap.parse_args()
@@ -157,7 +166,8 @@ def main() -> int:
         raise SystemExit("seeds >= 100 are the held-out seeds of docs/accuracy.md: never train on them")
     jobs = [(p, b, s, a.cache, a.work) for p in a.presets.split(",") for s in seeds for b in ev.BODIES]
     real_jobs = []
-    for film, spacing in tbm.REAL_TRAIN_FILMS if a.real_seeds else []:
+    extra = [(f, float(sp) if sp else None) for f, _, sp in (e.partition(":") for e in a.extra_real.split(",") if e)]
+    for film, spacing in (tbm.REAL_TRAIN_FILMS + extra) if a.real_seeds else []:
         path = tbm.find_real(film)
         if path is None:
             print(f"real training film not found, skipped: {film}")
@@ -184,6 +194,8 @@ def main() -> int:
     print(f"{len(train)} training films, {len(valid)} validation films", flush=True)
     vx, vt, vw = (torch.from_numpy(v) for v in crops(valid, 256, a.size, np.random.default_rng(1)))
     model = ub.build_model(in_ch=vx.shape[1], out_ch=1)
+    if a.init:
+        model.load_state_dict(torch.load(a.init))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.max_lr, total_steps=a.epochs * a.steps)
     best, best_state = np.inf, None
