@@ -66,11 +66,30 @@ class RegistrationParams:
     min_peak_margin: float = 0.02
     #: Refine with ECC on gradient magnitude.
     refine_ecc: bool = True
+    #: When feature matching fails (too few distinctive features or inliers, low quality),
+    #: search rotation and scale exhaustively on the gradients (no inlier count then).
+    search: bool = True
+    #: Grid spacing (mm) of that search.
+    search_spacing_mm: float = 1.0
+    #: Rotations searched: -max..+max in steps (degrees).
+    search_max_rotation_deg: float = 20.0
+    search_rotation_step_deg: float = 2.0
+    #: Scales searched: exp(-max..+max) in steps of the log scale.
+    search_max_scale_change: float = 0.15
+    search_scale_step: float = 0.03
+    #: Polish every transform (not only searched ones) by maximising the quality.
+    polish: bool = True
+    #: Best coarse candidates refined on the finer grid.
+    search_candidates: int = 4
+    #: Minimum quality for a searched transform (stricter than ``min_quality``: the best of
+    #: many candidates scores higher by chance).
+    min_search_quality: float = 0.75
 
     def __post_init__(self) -> None:
         if self.model not in ("similarity", "affine"):
             raise ParameterError(f"`model` must be 'similarity' or 'affine', got {self.model!r}")
-        for name in ("working_spacing_mm", "nominal_spacing_mm", "ratio", "ransac_threshold_mm"):
+        for name in ("working_spacing_mm", "nominal_spacing_mm", "ratio", "ransac_threshold_mm",
+                     "search_spacing_mm", "search_rotation_step_deg", "search_scale_step"):
             if not getattr(self, name) > 0:
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
 
@@ -104,6 +123,8 @@ class Registration:
     landmarks : int
         Number of lesion landmarks that resolved an ambiguous registration
         (:func:`resolve_with_landmarks`); 0 when the anatomy alone decided.
+    method : str
+        ``"features"`` or ``"search"`` (the exhaustive fallback; ``inliers`` is 0 then).
     """
 
     matrix: np.ndarray = field(repr=False)
@@ -119,6 +140,9 @@ class Registration:
     ambiguous: bool = False
     #: Lesion landmarks that settled an ambiguous registration (0: anatomy alone).
     landmarks: int = 0
+    #: How the transform was found: ``"features"`` (ORB + RANSAC) or ``"search"`` (exhaustive
+    #: rotation / scale search on the gradients, when feature matching failed).
+    method: str = "features"
 
     @property
     def scale(self) -> float:
@@ -175,6 +199,7 @@ class Registration:
             "peak_margin": self.peak_margin,
             "ambiguous": self.ambiguous,
             "landmarks": self.landmarks,
+            "method": self.method,
         }
 
 
@@ -209,7 +234,10 @@ def _gradient(u8: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     f = cv2.GaussianBlur(u8.astype(np.float32), (0, 0), sigma)
     gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.magnitude(gx, gy)
+    # Not cv2.magnitude: its SIMD path rounds differently with the buffers' memory alignment,
+    # so the same films registered in two processes differed in the last bits (amplified to
+    # 1e-6 in the scale by the quality maximisation). numpy's sqrt is correctly rounded.
+    return np.sqrt(gx * gx + gy * gy)
 
 
 def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -263,15 +291,60 @@ def register(
     b_u8, b_factor, b_ok = _normalise(b_pix, work / b_mm)
     f_u8, f_factor, f_ok = _normalise(f_pix, work / f_mm)
 
+    b_g, f_g = _gradient(b_u8), _gradient(f_u8)
+    b_s, f_s = _gradient(b_u8, 2.0), _gradient(f_u8, 2.0)
+    grads = (b_g, f_g, b_s, f_s, b_ok, f_ok)
+    m_small, n_in, failure = _match_features(b_u8, f_u8, b_ok, f_ok, work, params)
+    found = None
+    if m_small is not None:
+        found = _check(m_small, n_in, grads, work, params, params.min_quality, search=False)
+    if params.search and (found is None or not (found[2] == [] or _only_ambiguous(found))):
+        # Feature matching failed (too few distinctive features, too few inliers, a wrong
+        # transform): search rotation and scale exhaustively on the anatomy's gradients.
+        m_search = _search(b_g, f_g, b_ok, f_ok, work, params)
+        if m_search is not None:
+            cand = _check(m_search, 0, grads, work, params, params.min_search_quality, search=True)
+            if found is None or _rank(cand) > _rank(found):
+                found = cand
+    if found is None:
+        return Registration(np.eye(3), False, -1.0, n_in, failure, params.model)
+    m_small, quality, reasons, margin, n_in, searched = found
+
+    # Back to full-resolution (row, col): small = (full + 0.5) / f - 0.5.
+    def to_small(f: float) -> np.ndarray:
+        return np.array([[1 / f, 0, 0.5 / f - 0.5], [0, 1 / f, 0.5 / f - 0.5], [0, 0, 1]])
+
+    full_xy = np.linalg.inv(to_small(b_factor)) @ m_small @ to_small(f_factor)
+    matrix = _SWAP @ full_xy @ _SWAP
+    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+    if not 0.5 < scale < 2.0:
+        reasons = reasons + [f"implausible scale {scale:.2f} between the films"]
+    return Registration(matrix, not reasons, float(quality), n_in, "; ".join(reasons), params.model,
+                        peak_margin=float(margin),
+                        ambiguous=len(reasons) == 1 and margin < params.min_peak_margin,
+                        method="search" if searched else "features")
+
+
+def _only_ambiguous(found) -> bool:
+    reasons, margin = found[2], found[3]
+    return len(reasons) == 1 and reasons[0].startswith("ambiguous")
+
+
+def _rank(found) -> tuple:
+    """Order candidates: passing first, then ambiguous-only (landmarks may settle those), then quality."""
+    return (found[2] == [], _only_ambiguous(found), found[1])
+
+
+def _match_features(b_u8, f_u8, b_ok, f_ok, work, params):
+    """ORB + ratio test + mutual check + RANSAC. Returns (3x3 small-grid x,y matrix or None, inliers, reason)."""
     orb = cv2.ORB_create(nfeatures=params.n_features, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=31)
     kb, db = orb.detectAndCompute(b_u8, b_ok.astype(np.uint8))
     kf, df = orb.detectAndCompute(f_u8, f_ok.astype(np.uint8))
-    identity = np.eye(3)
     if db is None or df is None or len(kb) < params.min_inliers or len(kf) < params.min_inliers:
-        return Registration(identity, False, -1.0, 0, "too few distinctive features in one of the films", params.model)
+        return None, 0, "too few distinctive features in one of the films"
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     forward = matcher.knnMatch(df, db, k=2)
-    backward = {m.queryIdx: m.trainIdx for m, *_ in matcher.knnMatch(db, df, k=1) if True}
+    backward = {m.queryIdx: m.trainIdx for m, *_ in matcher.knnMatch(db, df, k=1)}
     good = [
         pair[0]
         for pair in forward
@@ -279,7 +352,7 @@ def register(
         and backward.get(pair[0].trainIdx) == pair[0].queryIdx
     ]
     if len(good) < params.min_inliers:
-        return Registration(identity, False, -1.0, len(good), f"only {len(good)} consistent feature matches", params.model)
+        return None, len(good), f"only {len(good)} consistent feature matches"
     src = np.float32([kf[m.queryIdx].pt for m in good])
     dst = np.float32([kb[m.trainIdx].pt for m in good])
     thr = params.ransac_threshold_mm / work
@@ -288,39 +361,29 @@ def register(
                           confidence=0.999, refineIters=20)
     n_in = int(inl.sum()) if inl is not None else 0
     if a_xy is None:
-        return Registration(identity, False, -1.0, n_in, "no consistent transform between the films", params.model)
-    m_small = np.vstack([a_xy, [0.0, 0.0, 1.0]])
+        return None, n_in, "no consistent transform between the films"
+    return np.vstack([a_xy, [0.0, 0.0, 1.0]]), n_in, ""
 
-    b_g, f_g = _gradient(b_u8), _gradient(f_u8)
+
+def _check(m_small, n_in, grads, work, params, min_quality, *, search):
+    """ECC refinement, quality, distinctiveness and the failure reasons of a candidate transform."""
+    b_g, f_g, b_s, f_s, b_ok, f_ok = grads
     quality = _quality(b_g, f_g, m_small, b_ok, f_ok)
+    if search or params.polish:
+        # A searched transform is within a grid step of the optimum: polish rotation, scale
+        # and translation by maximising the quality itself (Powell), on the smoothed gradients
+        # first (a wider basin), then on the sharp ones.
+        for gb, gf in ((b_s, f_s), (b_g, f_g)):
+            m_small = _polish(gb, gf, b_ok, f_ok, m_small)
+        quality = _quality(b_g, f_g, m_small, b_ok, f_ok)
     if params.refine_ecc:
-        warp = m_small[:2].astype(np.float32)
-        motion = cv2.MOTION_AFFINE
-        try:
-            # ECC estimates baseline->follow-up (template = baseline, input warped onto it).
-            inv = np.linalg.inv(m_small)[:2].astype(np.float32)
-            _, inv_ref = cv2.findTransformECC(b_g, f_g * f_ok, inv, motion,
-                                              (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6),
-                                              b_ok.astype(np.uint8), 5)
-            refined = np.linalg.inv(np.vstack([inv_ref, [0, 0, 1]]).astype(np.float64))
-            if params.model == "similarity":
-                refined = _nearest_similarity(refined)
+        refined, ok = _ecc(b_g, f_g, b_ok, f_ok, m_small, params)
+        if ok:
             q_ref = _quality(b_g, f_g, refined, b_ok, f_ok)
             if q_ref > quality:
                 m_small, quality = refined, q_ref
-        except cv2.error:
-            pass
-        del warp
-
-    # Back to full-resolution (row, col): small = (full + 0.5) / f - 0.5.
-    def to_small(f: float) -> np.ndarray:
-        return np.array([[1 / f, 0, 0.5 / f - 0.5], [0, 1 / f, 0.5 / f - 0.5], [0, 0, 1]])
-
-    full_xy = np.linalg.inv(to_small(b_factor)) @ m_small @ to_small(f_factor)
-    matrix = _SWAP @ full_xy @ _SWAP
     # Distinctiveness: the optimum must be a peak, not a ridge along which the
     # films slide (e.g. parallel long bones running out of the field).
-    b_s, f_s = _gradient(b_u8, 2.0), _gradient(f_u8, 2.0)
     q0 = _quality(b_s, f_s, m_small, b_ok, f_ok)
     step = params.ambiguity_shift_mm / work
     shifted = []
@@ -337,15 +400,121 @@ def register(
             f"ambiguous: the films also match when shifted by {params.ambiguity_shift_mm:g} mm "
             f"(peak margin {margin:.3f} < {params.min_peak_margin})"
         )
-    if n_in < params.min_inliers:
+    if not search and n_in < params.min_inliers:
         reasons.append(f"only {n_in} RANSAC inliers (< {params.min_inliers})")
-    if quality < params.min_quality:
-        reasons.append(f"anatomy does not overlap well after registration (quality {quality:.2f} < {params.min_quality})")
-    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-    if not 0.5 < scale < 2.0:
-        reasons.append(f"implausible scale {scale:.2f} between the films")
-    return Registration(matrix, not reasons, float(quality), n_in, "; ".join(reasons), params.model,
-                        peak_margin=float(margin), ambiguous=len(reasons) == 1 and margin < params.min_peak_margin)
+    if quality < min_quality:
+        reasons.append(f"anatomy does not overlap well after registration (quality {quality:.2f} < {min_quality})")
+    return m_small, quality, reasons, margin, n_in, search
+
+
+def _polish(b_g, f_g, b_ok, f_ok, m_small):
+    """Local maximisation of the quality over (rotation, log scale, translation) about the
+    baseline's centre (derivative-free: the quality is a warp-and-correlate)."""
+    from scipy.optimize import minimize
+
+    c = np.array([(b_g.shape[1] - 1) / 2, (b_g.shape[0] - 1) / 2])
+    shift_c = np.array([[1, 0, c[0]], [0, 1, c[1]], [0, 0, 1.0]])
+
+    def build(p):
+        ang, ls, tx, ty = p
+        k = math.exp(ls)
+        ca, sa = k * math.cos(math.radians(ang)), k * math.sin(math.radians(ang))
+        d = np.array([[ca, -sa, tx], [sa, ca, ty], [0, 0, 1.0]])
+        return shift_c @ d @ np.linalg.inv(shift_c) @ m_small
+
+    res = minimize(lambda p: -_quality(b_g, f_g, build(p), b_ok, f_ok), np.zeros(4), method="Powell",
+                   options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 400},
+                   bounds=[(-3, 3), (-0.03, 0.03), (-8, 8), (-8, 8)])
+    better = -res.fun > _quality(b_g, f_g, m_small, b_ok, f_ok)
+    return build(res.x) if better else m_small
+
+
+def _ecc(b_g, f_g, b_ok, f_ok, m_small, params):
+    """ECC refinement of a small-grid (x, y) follow-up -> baseline matrix; (matrix, converged)."""
+    try:
+        # ECC estimates baseline->follow-up (template = baseline, input warped onto it).
+        inv = np.linalg.inv(m_small)[:2].astype(np.float32)
+        _, inv_ref = cv2.findTransformECC(b_g, f_g * f_ok, inv, cv2.MOTION_AFFINE,
+                                          (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6),
+                                          b_ok.astype(np.uint8), 5)
+    except cv2.error:
+        return m_small, False
+    refined = np.linalg.inv(np.vstack([inv_ref, [0, 0, 1]]).astype(np.float64))
+    if params.model == "similarity":
+        refined = _nearest_similarity(refined)
+    return refined, True
+
+
+def _search(b_g, f_g, b_ok, f_ok, work, params):
+    """Exhaustive similarity search on gradient magnitudes, coarse to fine.
+
+    For each rotation and scale on a grid, the follow-up's gradients are warped about their
+    centre and the translation is the peak of the FFT cross-correlation of the (zero-mean,
+    masked, smoothed) gradients with the baseline's; candidates are ranked by quality (gradient
+    NCC in the overlap). The grid is searched at ``2 * search_spacing_mm`` over the whole range,
+    then around the best few at ``search_spacing_mm`` with quarter steps. Returns the best as a
+    working-grid (x, y) matrix, to be refined by ECC; None when the images are too small.
+    """
+    def level(k):
+        def shrink(a, interp=cv2.INTER_AREA):
+            return cv2.resize(a, (max(8, int(round(a.shape[1] / k))), max(8, int(round(a.shape[0] / k)))),
+                              interpolation=interp)
+        out = []
+        for g, ok in ((b_g, b_ok), (f_g, f_ok)):
+            m = shrink(ok.astype(np.uint8), cv2.INTER_NEAREST) > 0
+            x = cv2.GaussianBlur(shrink(g * ok), (0, 0), 1.0)
+            x = np.where(m, x - x[m].mean() if m.any() else 0.0, 0.0).astype(np.float32)
+            out.append((x, m))
+        return out
+
+    def run(k, pairs):
+        (bg, bok), (fg, fok) = level(k)
+        h, w = bg.shape
+        if min(h, w) < 16 or min(fg.shape) < 16:
+            return []
+        ph, pw = cv2.getOptimalDFTSize(2 * h), cv2.getOptimalDFTSize(2 * w)
+        fb = np.fft.rfft2(bg, (ph, pw))
+        dy = np.fft.fftfreq(ph, 1 / ph)[:, None]
+        dx = np.fft.fftfreq(pw, 1 / pw)[None, :]
+        far = (np.abs(dy) > 0.5 * h) | (np.abs(dx) > 0.5 * w)
+        cb = ((w - 1) / 2, (h - 1) / 2)
+        cf = ((fg.shape[1] - 1) / 2, (fg.shape[0] - 1) / 2)
+        found = []
+        for ang, s in pairs:
+            a = cv2.getRotationMatrix2D(cf, float(ang), float(s))
+            a[:, 2] += np.subtract(cb, cf)
+            warped = cv2.warpAffine(fg, a, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+            corr = np.fft.irfft2(fb * np.conj(np.fft.rfft2(warped, (ph, pw))), (ph, pw))
+            corr[far] = -np.inf
+            iy, ix = np.unravel_index(int(np.argmax(corr)), corr.shape)
+            cand = np.array([[1, 0, dx[0, ix]], [0, 1, dy[iy, 0]], [0, 0, 1]]) @ np.vstack([a, [0, 0, 1]])
+            found.append((_quality(bg, fg, cand, bok, fok), ang, s, cand))
+        # Search grid -> working grid: small = (search + 0.5) * k - 0.5 (per image).
+        def up(img, g):
+            kx, ky = img.shape[1] / g.shape[1], img.shape[0] / g.shape[0]
+            return np.array([[kx, 0, 0.5 * kx - 0.5], [0, ky, 0.5 * ky - 0.5], [0, 0, 1]])
+        return [(q, ang, s, up(b_g, bg) @ c @ np.linalg.inv(up(f_g, fg))) for q, ang, s, c in found]
+
+    r, dr = params.search_max_rotation_deg, params.search_rotation_step_deg
+    sc, ds = params.search_max_scale_change, params.search_scale_step
+    k = max(1.0, params.search_spacing_mm / work)
+    coarse = run(2 * k, [(ang, math.exp(ls)) for ang in np.arange(-r, r + 1e-9, dr)
+                         for ls in np.arange(-sc, sc + 1e-9, ds)])
+    if not coarse:
+        return None
+    coarse.sort(key=lambda c: -c[0])
+    seeds = []
+    for c in coarse:  # the best few distinct (rotation, scale) cells
+        if all(abs(c[1] - o[1]) > dr or abs(math.log(c[2] / o[2])) > ds for o in seeds):
+            seeds.append(c)
+        if len(seeds) == params.search_candidates:
+            break
+    fine = []
+    for _, ang0, s0, _ in seeds:
+        fine += run(k, [(ang0 + da, s0 * math.exp(dls))
+                        for da in np.arange(-dr, dr + 1e-9, dr / 4)
+                        for dls in np.arange(-ds, ds + 1e-9, ds / 3)])
+    return max(fine or coarse, key=lambda c: c[0])[3]
 
 
 def resolve_with_landmarks(
