@@ -170,3 +170,30 @@ def test_search_takes_over_when_feature_matching_fails(seed):
     assert reg.to_dict()["method"] == "search"
     plain = register(b.pixels, f.pixels, params=RegistrationParams(search=False, polish=False), **kw)
     assert not plain.ok and plain.failure_reason and plain.method == "features"
+
+
+
+
+_REGISTER_PAIR = """
+import sys
+from calcimeasure import read_image
+from calcimeasure.register import register
+print(register(read_image(sys.argv[1]), read_image(sys.argv[2])).matrix.tobytes().hex())
+"""
+
+
+def test_registration_is_reproducible_bit_for_bit(tmp_path):
+    """The same films give the same transform in every process (a resumed or distributed batch
+    must write the rows a single run writes). cv2.magnitude once broke this: its SIMD path
+    rounded differently with the memory alignment of the buffers, which differs run to run
+    (on this pair: 3 distinct matrices in 5 runs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[1] / "sample_images"
+    script = tmp_path / "reg.py"
+    script.write_text(_REGISTER_PAIR)
+    cmd = [sys.executable, str(script), str(samples / "case01_baseline.dcm"), str(samples / "case01_followup.dcm")]
+    runs = {subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip() for _ in range(5)}
+    assert len(runs) == 1
