@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -298,7 +299,7 @@ def register(
     found = None
     if m_small is not None:
         found = _check(m_small, n_in, grads, work, params, params.min_quality, search=False)
-    if params.search and (found is None or not (found[2] == [] or _only_ambiguous(found))):
+    if params.search and (found is None or not (not found.reasons or _only_ambiguous(found))):
         # Feature matching failed (too few distinctive features, too few inliers, a wrong
         # transform): search rotation and scale exhaustively on the anatomy's gradients.
         m_search = _search(b_g, f_g, b_ok, f_ok, work, params)
@@ -325,14 +326,24 @@ def register(
                         method="search" if searched else "features")
 
 
-def _only_ambiguous(found) -> bool:
-    reasons, margin = found[2], found[3]
-    return len(reasons) == 1 and reasons[0].startswith("ambiguous")
+class _Candidate(NamedTuple):
+    """A checked transform (working-grid x, y matrix) and its failure reasons."""
+
+    matrix: np.ndarray
+    quality: float
+    reasons: list
+    margin: float
+    inliers: int
+    searched: bool
 
 
-def _rank(found) -> tuple:
+def _only_ambiguous(found: _Candidate) -> bool:
+    return len(found.reasons) == 1 and found.reasons[0].startswith("ambiguous")
+
+
+def _rank(found: _Candidate) -> tuple:
     """Order candidates: passing first, then ambiguous-only (landmarks may settle those), then quality."""
-    return (found[2] == [], _only_ambiguous(found), found[1])
+    return (not found.reasons, _only_ambiguous(found), found.quality)
 
 
 def _match_features(b_u8, f_u8, b_ok, f_ok, work, params):
@@ -365,8 +376,8 @@ def _match_features(b_u8, f_u8, b_ok, f_ok, work, params):
     return np.vstack([a_xy, [0.0, 0.0, 1.0]]), n_in, ""
 
 
-def _check(m_small, n_in, grads, work, params, min_quality, *, search):
-    """ECC refinement, quality, distinctiveness and the failure reasons of a candidate transform."""
+def _check(m_small, n_in, grads, work, params, min_quality, *, search) -> _Candidate:
+    """Polish and ECC refinement, quality, distinctiveness and the failure reasons of a transform."""
     b_g, f_g, b_s, f_s, b_ok, f_ok = grads
     quality = _quality(b_g, f_g, m_small, b_ok, f_ok)
     if search or params.polish:
@@ -404,7 +415,7 @@ def _check(m_small, n_in, grads, work, params, min_quality, *, search):
         reasons.append(f"only {n_in} RANSAC inliers (< {params.min_inliers})")
     if quality < min_quality:
         reasons.append(f"anatomy does not overlap well after registration (quality {quality:.2f} < {min_quality})")
-    return m_small, quality, reasons, margin, n_in, search
+    return _Candidate(m_small, quality, reasons, margin, n_in, search)
 
 
 def _polish(b_g, f_g, b_ok, f_ok, m_small):
@@ -453,7 +464,7 @@ def _search(b_g, f_g, b_ok, f_ok, work, params):
     masked, smoothed) gradients with the baseline's; candidates are ranked by quality (gradient
     NCC in the overlap). The grid is searched at ``2 * search_spacing_mm`` over the whole range,
     then around the best few at ``search_spacing_mm`` with quarter steps. Returns the best as a
-    working-grid (x, y) matrix, to be refined by ECC; None when the images are too small.
+    working-grid (x, y) matrix, to be polished (:func:`_check`); None when the images are too small.
     """
     def level(k):
         def shrink(a, interp=cv2.INTER_AREA):
