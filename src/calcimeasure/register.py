@@ -434,7 +434,9 @@ def _polish(b_g, f_g, b_ok, f_ok, m_small):
         return shift_c @ d @ np.linalg.inv(shift_c) @ m_small
 
     res = minimize(lambda p: -_quality(b_g, f_g, build(p), b_ok, f_ok), np.zeros(4), method="Powell",
-                   options={"xtol": 1e-3, "ftol": 1e-5, "maxfev": 400},
+                   # xtol: 0.01 degree / log-scale / working pixel (5 um at 0.5 mm); finer (1e-3)
+                   # measured the same accuracy on 100 pairs at 1.6x the time.
+                   options={"xtol": 1e-2, "ftol": 1e-4, "maxfev": 400},
                    bounds=[(-3, 3), (-0.03, 0.03), (-8, 8), (-8, 8)])
     better = -res.fun > _quality(b_g, f_g, m_small, b_ok, f_ok)
     return build(res.x) if better else m_small
