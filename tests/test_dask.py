@@ -74,3 +74,29 @@ def test_unreachable_scheduler_is_a_usage_error(films, tmp_path, capsys, monkeyp
     code = main(["study", str(films), "--out", str(tmp_path / "o"), "--scheduler", f"tcp://127.0.0.1:{port}", "-q"])
     assert code == 2
     assert "cannot connect" in capsys.readouterr().err
+
+
+def _opencv_threads() -> int:
+    import cv2
+
+    return cv2.getNumThreads()
+
+
+def test_local_workers_run_opencv_single_threaded():
+    """Each worker process already has a core: OpenCV's own threads would oversubscribe them
+    (docs/performance_batch.md: the per-task times under 2 workers then equal those of 1)."""
+    import cv2
+
+    from calcimeasure.batch.runner import _worker_init
+
+    with dask_client(local_workers=2) as client:
+        assert set(client.run(_opencv_threads).values()) == {1}
+    import signal
+
+    before, handler = cv2.getNumThreads(), signal.getsignal(signal.SIGINT)
+    try:
+        _worker_init()  # the ProcessPoolExecutor workers' initializer (--jobs N)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+        signal.signal(signal.SIGINT, handler)

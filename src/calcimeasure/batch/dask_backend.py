@@ -108,11 +108,30 @@ def dask_client(*, scheduler: str | None = None, local_workers: int = 2, process
         )
         client = Client(cluster)
         try:
+            if processes:
+                # One OpenCV thread per worker process (each worker already has a core; restarted
+                # workers run the plugin again). Not done on someone else's cluster (--scheduler).
+                client.register_plugin(_one_opencv_thread())
             log.info("dask: local cluster of %d worker(s) at %s", local_workers, cluster.scheduler_address)
             yield client
         finally:
             client.close()
             cluster.close()
+
+
+def _one_opencv_thread() -> Any:
+    """A Dask worker plugin making OpenCV single-threaded in each worker process."""
+    from distributed import WorkerPlugin
+
+    class OneOpenCVThread(WorkerPlugin):
+        name = "calcimeasure-one-opencv-thread"
+
+        def setup(self, worker: Any) -> None:
+            import cv2
+
+            cv2.setNumThreads(1)
+
+    return OneOpenCVThread()
 
 
 def _path_of(task: Any) -> str:

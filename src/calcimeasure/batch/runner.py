@@ -105,10 +105,17 @@ def _died(task: ImageTask) -> dict[str, Any]:
 
 
 def _worker_init() -> None:
-    """Workers ignore Ctrl-C: the main process handles it (finishes the images in flight, writes the tables)."""
+    """Workers ignore Ctrl-C: the main process handles it (finishes the images in flight, writes the tables).
+
+    One OpenCV thread per worker: the pool already has a process per core, and OpenCV's own
+    threads would only oversubscribe them (results do not depend on the thread count).
+    """
     import signal
 
+    import cv2
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
 
 
 def _warm_up() -> None:
