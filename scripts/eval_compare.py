@@ -49,6 +49,8 @@ def run(preset: str, bodies: list[str], seeds: list[int], verbose: bool, cparams
                     "registration_ok": cmp.registration.ok,
                     "low_contrast_flag": any("low-contrast lesions" in f for f in cmp.flags),
                     "oracle": oracle_totals(pair, cmp),
+                    "parts": {"baseline": area_parts(pair.baseline, cmp.baseline.labels),
+                              "followup": area_parts(pair.followup, cmp.followup.labels)},
                 }
                 rows.append(row)
                 if verbose:
@@ -84,6 +86,79 @@ def oracle_totals(pair, cmp) -> dict:
             if (f and not b) or (key == "both" and not b and not f):
                 out[key][0] += 0.95 * c.baseline_area_mm2
     return out
+
+
+def area_parts(img, labels) -> dict:
+    """One film's measured and true totals split by where they come from (mm²).
+
+    ``found_true`` / ``missed_true``: exact areas of the in-field true lesions found (>= 30 % of
+    their pixels labelled) / not found; ``found_meas``: measured area of the components lying
+    >= 30 % on a true lesion; ``fp_meas``: measured area of the others (false positives).
+    """
+    pa = float(img.spacing_mm[0] * img.spacing_mm[1])
+    truth = img.labels
+    out = {"found_true": 0.0, "missed_true": 0.0, "found_meas": 0.0, "fp_meas": 0.0}
+    for les in img.lesions:
+        if not les.in_field:
+            continue
+        m = truth == les.lesion_id
+        hit = bool(m.any()) and float((labels[m] > 0).mean()) >= 0.3
+        out["found_true" if hit else "missed_true"] += les.area_mm2
+    counts = np.bincount(labels.ravel())
+    on = np.bincount(labels.ravel(), weights=(truth > 0).ravel().astype(float), minlength=len(counts))
+    for i in range(1, len(counts)):
+        if counts[i]:
+            out["found_meas" if on[i] / counts[i] >= 0.3 else "fp_meas"] += counts[i] * pa
+    return out
+
+
+#: Corrections of the error budget: each replaces one part of both films' measured totals by the truth.
+CORRECTIONS = {
+    "missed": "lesions missed added with their true areas",
+    "fp": "false positives removed",
+    "outline": "areas of the lesions found set to their true areas",
+}
+
+
+def corrected_totals(row: dict, fixes: tuple[str, ...]) -> tuple[float, float]:
+    tot = []
+    for side in ("baseline", "followup"):
+        p = row["parts"][side]
+        t = p["found_meas"] + p["fp_meas"]
+        if "missed" in fixes:
+            t += p["missed_true"]
+        if "fp" in fixes:
+            t -= p["fp_meas"]
+        if "outline" in fixes:
+            t += p["found_true"] - p["found_meas"]
+        tot.append(t)
+    return tot[0], tot[1]
+
+
+def budget_table(rows: list[dict], cparams) -> str:
+    """Response accuracy and change error with each error source corrected from the truth, and how
+    many of the wrong responses that correction alone puts right."""
+    def score(fixes):
+        ok, err = [], []
+        for r in rows:
+            b, f = corrected_totals(r, fixes)
+            pct = 100.0 * (f - b) / b if b > 0 else 0.0
+            ok.append(classify_response(b, f, int(f > 0), cparams) == r["truth_response"])
+            err.append(abs(pct - r["truth_pct"]))
+        return ok, float(np.median(err))
+
+    base_ok, base_err = score(())
+    wrong = [i for i, o in enumerate(base_ok) if not o]
+    lines = ["| totals | response correct | median abs change error (pp) | wrong responses it alone puts right |",
+             "|---|---|---|---|",
+             f"| as measured (both films' parts summed) | {np.mean(base_ok):.2f} | {base_err:.1f} | — ({len(wrong)} wrong) |"]
+    for key, text in CORRECTIONS.items():
+        ok, err = score((key,))
+        lines.append(f"| {text} | {np.mean(ok):.2f} | {err:.1f} | {sum(ok[i] for i in wrong)} |")
+    ok, err = score(("missed", "fp"))
+    lines.append(f"| missed added and false positives removed | {np.mean(ok):.2f} | {err:.1f} | "
+                 f"{sum(ok[i] for i in wrong)} |")
+    return "\n".join(lines)
 
 
 def oracle_summary(rows: list[dict], key: str, cparams) -> tuple[float, float]:
@@ -176,17 +251,24 @@ def main() -> int:
     print(table)
     print(strata_table)
     print(oracle)
+    budget = budget_table(rows, cparams)
+    print(budget)
     print("confusion (truth -> measured):", confusion)
     if args.write:
         seeds = seeds_text
         holdout = f" --holdout {min(args.holdout)}-{max(args.holdout)}" if args.holdout else ""
-        args.write.write_text(f"""# Baseline vs follow-up: accuracy of `compare`
+        holdout += "".join(f" --seg {v}" for v in args.seg) + "".join(f" {v}" for v in args.params)
+        mode = (f"Segmentation parameters: {', '.join(f'`{v}`' for v in args.seg)} (opt-in), the rest defaults."
+                if args.seg else "Segmentation parameters: the defaults.")
+        title = " (opt-in segmentation)" if args.seg else ""
+        args.write.write_text(f"""# Baseline vs follow-up: accuracy of `compare`{title}
 
 Generated by `python scripts/eval_compare.py --seeds {seeds}{holdout} --preset {args.preset} --write {args.write}`
 on {datetime.date.today().isoformat()}. Do not edit by hand. Phantom pairs ({args.preset} preset) with
 random repositioning (up to ±10°, ±8 % magnification), exposure and processing changes,
 photometric flips, and known per-lesion changes; each pair written as DICOM, read, registered,
 segmented and measured on its own grid, matched, and classified with the default ±25 % bands.
+{mode}
 
 Targets (issue 4): response category correct in >= 95 % of realistic pairs; median absolute
 error of the total change <= 5 percentage points. These depend on the segmentation's area
@@ -224,6 +306,14 @@ give; then the lesions missed on both films are added too. What remains is the a
 lesions found (their outlines) and false positives.
 
 {oracle}
+
+**Error budget.** Each film's measured total split into the components lying on a true lesion
+(≥ 30 % of their pixels) and the others (false positives), and its true total into the lesions found
+and those missed; each part in turn replaced by the truth on both films (`area_parts`,
+`budget_table` in the script). The last column counts the wrong responses that this correction
+alone puts right (a pair can be put right by more than one).
+
+{budget}
 """)
     return 0
 
