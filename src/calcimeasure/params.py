@@ -154,6 +154,10 @@ class SegmentationParams(_Params):
     #: the bone masks, the surface's support and the noise keep the Otsu body. 0: Otsu body only.
     body_level: float = 0.4
     body_rim_mm: float = 3.0
+    #: Clefts of the body narrower than about this (mm) — the thin web between two fingers, the
+    #: cleft where two digits nearly touch — are tissue too (a morphological closing of the body
+    #: with a disk of this diameter); searched like the rim. 0: off.
+    body_close_mm: float = 0.0
     #: Candidates fainter than faint_peak_k sigmas with more than this fraction of their pixels in
     #: that rim are rejected (the surface is extrapolated there; a marker's PMMA holder).
     rim_max_fraction: float = 0.8

@@ -180,6 +180,11 @@ def segment(
         body_ext_s = body_s | (low_s & near) if low_s is not body_s else body_s
     else:
         body_s = body_ext_s = body_mask_small(small, field_s)
+    if params.body_close_mm > 0:
+        close_r = max(1, int(round(params.body_close_mm / (2 * pix_mm * factor))))
+        closed = cv2.morphologyEx(body_ext_s.view(np.uint8), cv2.MORPH_CLOSE, _se(close_r)).view(bool) & field_s
+        if (closed & ~body_ext_s).any():
+            body_ext_s = body_ext_s | closed
     masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None,
         axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
