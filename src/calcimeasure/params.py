@@ -155,9 +155,13 @@ class SegmentationParams(_Params):
     body_level: float = 0.4
     body_rim_mm: float = 3.0
     #: Clefts of the body narrower than about this (mm) — the thin web between two fingers, the
-    #: cleft where two digits nearly touch — are tissue too (a morphological closing of the body
-    #: with a disk of this diameter); searched like the rim. 0: off.
+    #: cleft where two digits nearly touch, processed to an air-like grey level — are tissue too: a
+    #: morphological closing of the body with a disk of this diameter, keeping of the pixels it adds
+    #: those brighter than ``body_close_level`` of the way from the air's median to the body's (the
+    #: air between two digits is darker still: the processing's undershoot). The networks of
+    #: ``learned_background=2`` see the closed body. Measured: docs/segmentation.md. 0: off.
     body_close_mm: float = 0.0
+    body_close_level: float = 0.0
     #: Candidates fainter than faint_peak_k sigmas with more than this fraction of their pixels in
     #: that rim are rejected (the surface is extrapolated there; a marker's PMMA holder).
     rim_max_fraction: float = 0.8
@@ -287,7 +291,7 @@ class SegmentationParams(_Params):
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
         for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction",
                      "bone_axis_coherence", "axis_straightness", "unet_keep_probability", "unet_reject_probability",
-                     "unet_silhouette", "unet_detect_probability", "unet_mask", "unet_mask_detect"):
+                     "unet_silhouette", "unet_detect_probability", "unet_mask", "unet_mask_detect", "body_close_level"):
             if getattr(self, name) > 1:
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
         if self.learned_background not in (0, 1, 2):

@@ -183,8 +183,15 @@ def segment(
     if params.body_close_mm > 0:
         close_r = max(1, int(round(params.body_close_mm / (2 * pix_mm * factor))))
         closed = cv2.morphologyEx(body_ext_s.view(np.uint8), cv2.MORPH_CLOSE, _se(close_r)).view(bool) & field_s
-        if (closed & ~body_ext_s).any():
-            body_ext_s = body_ext_s | closed
+        added = closed & ~body_ext_s
+        air_s = field_s & ~closed
+        if added.any() and air_s.sum() >= 16 and body_s.sum() >= 16:
+            blur = cv2.GaussianBlur(small, (0, 0), 1.0)
+            air_level = float(np.median(blur[air_s]))
+            body_med = float(np.median(blur[body_s]))
+            # Tissue, not the air between two digits (darker still: the processing's undershoot).
+            added &= blur > air_level + params.body_close_level * (body_med - air_level)
+            body_ext_s = body_ext_s | added
     masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None,
         axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
