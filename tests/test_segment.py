@@ -517,3 +517,17 @@ def test_lesion_in_a_narrow_cleft_between_two_digits(body, seed, kind):
     for bad in (dict(body_close_mm=-1), dict(body_close_level=1.5)):
         with pytest.raises(ParameterError):
             SegmentationParams(**bad)
+
+
+def test_the_shipped_unet_mode_params_file_is_the_documented_mode():
+    """params/unet_mode.toml (README) loads through --params and is the mode the docs measure."""
+    from pathlib import Path
+
+    from calcimeasure.batch.config import load_params
+
+    path = Path(__file__).resolve().parents[1] / "params" / "unet_mode.toml"
+    p = load_params(path)
+    changed = {k: v for k, v in p.to_dict().items() if v != SegmentationParams().to_dict()[k]}
+    assert changed == {"learned_background": 2, "unet_mask": 0.4, "body_close_mm": 5.0}
+    doc = (path.parents[1] / "docs" / "comparison_unet.md").read_text(encoding="utf-8")
+    assert all(f"--seg {k}=" in doc for k in ("learned_background", "unet_mask", "body_close_mm"))
