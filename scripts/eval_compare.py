@@ -139,13 +139,7 @@ def budget_table(rows: list[dict], cparams) -> str:
     """Response accuracy and change error with each error source corrected from the truth, and how
     many of the wrong responses that correction alone puts right."""
     def score(fixes):
-        ok, err = [], []
-        for r in rows:
-            b, f = corrected_totals(r, fixes)
-            pct = 100.0 * (f - b) / b if b > 0 else 0.0
-            ok.append(classify_response(b, f, int(f > 0), cparams) == r["truth_response"])
-            err.append(abs(pct - r["truth_pct"]))
-        return ok, float(np.median(err))
+        return score_totals(rows, lambda r: corrected_totals(r, fixes), cparams)
 
     base_ok, base_err = score(())
     wrong = [i for i, o in enumerate(base_ok) if not o]
@@ -161,15 +155,22 @@ def budget_table(rows: list[dict], cparams) -> str:
     return "\n".join(lines)
 
 
-def oracle_summary(rows: list[dict], key: str, cparams) -> tuple[float, float]:
-    """Response accuracy and median |change error| (pp) with the oracle totals ``key``."""
+def score_totals(rows: list[dict], totals, cparams) -> tuple[list[bool], float]:
+    """Per pair, whether the response from ``totals(row)`` (baseline, follow-up mm²) is right, and
+    the median |change error| (pp) over the pairs."""
     ok, err = [], []
     for r in rows:
-        b, f = r["oracle"][key]
+        b, f = totals(r)
         pct = 100.0 * (f - b) / b if b > 0 else 0.0
         ok.append(classify_response(b, f, int(f > 0), cparams) == r["truth_response"])
         err.append(abs(pct - r["truth_pct"]))
-    return float(np.mean(ok)), float(np.median(err))
+    return ok, float(np.median(err))
+
+
+def oracle_summary(rows: list[dict], key: str, cparams) -> tuple[float, float]:
+    """Response accuracy and median |change error| (pp) with the oracle totals ``key``."""
+    ok, err = score_totals(rows, lambda r: r["oracle"][key], cparams)
+    return float(np.mean(ok)), err
 
 
 def summarise(rows: list[dict]) -> dict:

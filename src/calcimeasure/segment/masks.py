@@ -96,6 +96,27 @@ def body_mask_small(small: np.ndarray, field: np.ndarray, level: float = 0.0):
     return body
 
 
+def close_clefts(body_ext: np.ndarray, body: np.ndarray, small: np.ndarray, field: np.ndarray,
+                 radius_px: int, level: float = 0.0) -> np.ndarray:
+    """``body_ext`` with the clefts narrower than a disk of ``radius_px`` closed, as tissue.
+
+    Of the pixels the closing adds, only those brighter than ``level`` of the way from the air's
+    median (in the field, outside the closed body) to the median of ``body`` are kept: the air
+    between two digits is darker still (the processing's undershoot). Returns ``body_ext`` itself
+    when nothing is added.
+    """
+    se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(1, radius_px) + 1,) * 2)
+    closed = cv2.morphologyEx(body_ext.view(np.uint8), cv2.MORPH_CLOSE, se).view(bool) & field
+    added = closed & ~body_ext
+    air = field & ~closed
+    if not added.any() or air.sum() < 16 or body.sum() < 16:
+        return body_ext
+    blur = cv2.GaussianBlur(small, (0, 0), 1.0)
+    air_level = float(np.median(blur[air]))
+    added &= blur > air_level + level * (float(np.median(blur[body])) - air_level)
+    return body_ext | added
+
+
 def line_openings(small: np.ndarray, length_px: int, n_angles: int = 8) -> np.ndarray:
     """Grey openings of ``small`` with lines of ``length_px`` at ``n_angles`` orientations
     (angle ``pi * k / n_angles`` from the column axis towards the row axis), stacked (k, M, N)."""

@@ -15,7 +15,7 @@ from ..radiograph import Radiograph
 from .background import (background_small, enlarge, gather, noise_sigma_highpass, reduce, robust_sigma,
                          soft_tissue_background)
 from .bone import bone_mask_small as bone_zone_small
-from .masks import body_mask_small, bone_mask_small, elongated_opening, field_mask_small, fill_holes
+from .masks import body_mask_small, bone_mask_small, close_clefts, elongated_opening, field_mask_small, fill_holes
 from . import learned, lesion_unet, unet
 from .orientation import isophote_orientation, oriented_line_median
 
@@ -180,18 +180,9 @@ def segment(
         body_ext_s = body_s | (low_s & near) if low_s is not body_s else body_s
     else:
         body_s = body_ext_s = body_mask_small(small, field_s)
-    if params.body_close_mm > 0:
+    if params.body_close_mm > 0:  # clefts between digits (thin web, air-like grey level) are tissue
         close_r = max(1, int(round(params.body_close_mm / (2 * pix_mm * factor))))
-        closed = cv2.morphologyEx(body_ext_s.view(np.uint8), cv2.MORPH_CLOSE, _se(close_r)).view(bool) & field_s
-        added = closed & ~body_ext_s
-        air_s = field_s & ~closed
-        if added.any() and air_s.sum() >= 16 and body_s.sum() >= 16:
-            blur = cv2.GaussianBlur(small, (0, 0), 1.0)
-            air_level = float(np.median(blur[air_s]))
-            body_med = float(np.median(blur[body_s]))
-            # Tissue, not the air between two digits (darker still: the processing's undershoot).
-            added &= blur > air_level + params.body_close_level * (body_med - air_level)
-            body_ext_s = body_ext_s | added
+        body_ext_s = close_clefts(body_ext_s, body_s, small, field_s, close_r, params.body_close_level)
     masks_b = bone_mask_small(small, body_s, bone_len, small - bg_small, params.bone_excess_fraction,
         bg_disk if params.local_bone else None,
         axis_sigma_px=params.bone_axis_sigma_mm / (pix_mm * factor) if params.bone_split else 0.0,
