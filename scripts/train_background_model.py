@@ -57,8 +57,9 @@ def fit_net(job):
     return net.coefs_, net.intercepts_, net.n_iter_
 
 
-def capture(pixels, spacing) -> dict:
-    """The pipeline's reduced grid, masks and background of one film (default parameters)."""
+def capture(pixels, spacing, params=None) -> dict:
+    """The pipeline's reduced grid, masks and background of one film (default parameters, or
+    ``params``: a :class:`calcimeasure.SegmentationParams`)."""
     from calcimeasure.segment import pipeline, segment
 
     cap: dict = {}
@@ -71,7 +72,7 @@ def capture(pixels, spacing) -> dict:
 
     pipeline._soft_background = wrap
     try:
-        segment(pixels, spacing_mm=spacing)
+        segment(pixels, spacing_mm=spacing, params=params)
     finally:
         pipeline._soft_background = orig
     return cap

@@ -70,11 +70,19 @@ def _write_film(fn: str, cap: dict, true, labels: np.ndarray, shape: tuple[int, 
     return fn
 
 
+def _params(close_mm: float):
+    """The segmentation parameters the inputs are captured with: the defaults, with the body's
+    clefts closed by a disk of ``close_mm`` (``body_close_mm``) when it is > 0."""
+    from calcimeasure import SegmentationParams
+
+    return SegmentationParams(body_close_mm=close_mm) if close_mm > 0 else None
+
+
 def prepare_film(job) -> str:
     """Inputs and targets of one phantom, cached as ``{work}/{preset}_{part}_{seed}.npz``."""
     from calcimeasure.segment.background import reduce
 
-    preset, part, seed, cache, work = job
+    preset, part, seed, cache, work, close_mm = job
     fn = os.path.join(work, f"{preset}_{part}_{seed}.npz")
     if os.path.exists(fn):
         return fn
@@ -85,7 +93,8 @@ def prepare_film(job) -> str:
         free = reduce(tbm.eb.lesion_free(part, seed, cache, preset).astype(np.float32), f)
         return free[: shape[0], : shape[1]]
 
-    return _write_film(fn, tbm.capture(d["pixels"], d["spacing"]), true, d["labels"], d["pixels"].shape)
+    return _write_film(fn, tbm.capture(d["pixels"], d["spacing"], _params(close_mm)), true, d["labels"],
+                       d["pixels"].shape)
 
 
 def prepare_real(job) -> str:
@@ -101,7 +110,7 @@ def prepare_real(job) -> str:
     from calcimeasure.phantom import insert_lesions
     from calcimeasure.segment.background import reduce
 
-    path, spacing, seed, work = job
+    path, spacing, seed, work, close_mm = job
     fn = os.path.join(work, f"real_{os.path.basename(path)[:-4]}_{seed}.npz")
     if os.path.exists(fn):
         return fn
@@ -115,7 +124,7 @@ def prepare_real(job) -> str:
     def true(f, shape):
         return cv2.GaussianBlur(reduce(rad.pixels.astype(np.float32), f)[: shape[0], : shape[1]], (0, 0), 0.7)
 
-    return _write_film(fn, tbm.capture(pixels, rad.spacing_mm), true, labels, pixels.shape)
+    return _write_film(fn, tbm.capture(pixels, rad.spacing_mm, _params(close_mm)), true, labels, pixels.shape)
 
 
 def build_model(width=(16, 32, 48, 64), in_ch=6, out_ch=2):
@@ -168,7 +177,7 @@ def load_onnx_weights(model, path: str) -> None:
              if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     with torch.no_grad():
         model.eval()
-        model(torch.zeros(1, 6, 16, 16))
+        model(torch.zeros(1, order_in_channels(model), 16, 16))
     for h in hooks:
         h.remove()
     if len(order) != len(convs):
@@ -183,6 +192,13 @@ def load_onnx_weights(model, path: str) -> None:
                 m.bias.zero_()
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0 - m.eps)
+
+
+def order_in_channels(model) -> int:
+    """Input channels of ``model`` (its first convolution's)."""
+    import torch
+
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
 
 
 def freeze_batch_norm(model) -> None:
@@ -269,6 +285,9 @@ def main() -> int:
                     help="also train on lesions inserted into train_background_model.REAL_TRAIN_FILMS (chests and "
                          "a dental panoramic; never the scored hip and tibia) with these seeds, e.g. 0-29")
     ap.add_argument("--prepare-only", action="store_true")
+    ap.add_argument("--body-close-mm", type=float, default=0.0,
+                    help="capture the inputs with the body's clefts closed (SegmentationParams.body_close_mm); "
+                         "use a --work directory of its own")
     ap.add_argument("--init", default=None, help="start from these weights (a .pt state dict written by a run)")
     ap.add_argument("--init-onnx", default=None,
                     help="start from a shipped ONNX model (batch norm folded; kept frozen while training)")
@@ -286,7 +305,8 @@ def main() -> int:
     val = set(tbm.ev.seed_range(a.val_seeds))
     if any(s >= 100 for s in seeds):
         raise SystemExit("seeds >= 100 are the held-out seeds of docs/accuracy.md: never train on them")
-    jobs = [(p, b, s, a.cache, a.work) for p in a.presets.split(",") for s in seeds for b in tbm.ev.BODIES]
+    jobs = [(p, b, s, a.cache, a.work, a.body_close_mm) for p in a.presets.split(",") for s in seeds
+            for b in tbm.ev.BODIES]
     t0 = time.time()
     with ProcessPoolExecutor(a.jobs) as ex:
         files = list(ex.map(prepare_film, jobs))
@@ -297,7 +317,7 @@ def main() -> int:
         if path is None:
             print(f"real training film not found, skipped: {film}")
             continue
-        real_jobs += [(path, spacing, s, a.work) for s in tbm.ev.seed_range(a.real_seeds)]
+        real_jobs += [(path, spacing, s, a.work, a.body_close_mm) for s in tbm.ev.seed_range(a.real_seeds)]
     with ProcessPoolExecutor(a.jobs) as ex:
         real_files = list(ex.map(prepare_real, real_jobs))
     if real_jobs:

@@ -41,14 +41,14 @@ def _load(name: str):
     return mod
 
 
-def _write(fn: str, pixels: np.ndarray, spacing, labels: np.ndarray) -> str:
+def _write(fn: str, pixels: np.ndarray, spacing, labels: np.ndarray, close_mm: float = 0.0) -> str:
     import cv2
 
     from calcimeasure import SegmentationParams, segment
     from calcimeasure.segment import lesion_unet
     from calcimeasure.segment.background import reduce
 
-    seg = segment(pixels, spacing_mm=spacing, params=SegmentationParams(learned_background=2))
+    seg = segment(pixels, spacing_mm=spacing, params=SegmentationParams(learned_background=2, body_close_mm=close_mm))
     pix = float(np.sqrt(spacing[0] * spacing[1]))
     x, f = lesion_unet.mask_inputs(pixels, seg.residual, seg.labels > 0, seg.bone, seg.body & seg.field_mask, pix)
     h, w = x.shape[1:]
@@ -62,11 +62,11 @@ def _write(fn: str, pixels: np.ndarray, spacing, labels: np.ndarray) -> str:
 
 
 def prepare_film(job) -> str:
-    preset, part, seed, cache, work = job
+    preset, part, seed, cache, work, close_mm = job
     fn = os.path.join(work, f"{preset}_{part}_{seed}.npz")
     if not os.path.exists(fn):
         d = _load("eval_segmentation").load(preset, part, seed, cache)
-        _write(fn, d["pixels"], d["spacing"], d["labels"])
+        _write(fn, d["pixels"], d["spacing"], d["labels"], close_mm)
     return fn
 
 
@@ -74,7 +74,7 @@ def prepare_real(job) -> str:
     from calcimeasure import read_image
     from calcimeasure.phantom import insert_lesions
 
-    path, spacing, seed, work = job
+    path, spacing, seed, work, close_mm = job
     fn = os.path.join(work, f"real_{os.path.basename(path)[:-4]}_{seed}.npz")
     if not os.path.exists(fn):
         ev = _load("eval_segmentation")
@@ -88,7 +88,7 @@ def prepare_real(job) -> str:
                 pass
         pixels, labels, _ = insert_lesions(rad.pixels, rad.spacing_mm, seed=seed,
                                            n_lesions=int(rng.integers(6, 13)), mask=mask)
-        _write(fn, pixels, rad.spacing_mm, labels)
+        _write(fn, pixels, rad.spacing_mm, labels, close_mm)
     return fn
 
 
@@ -153,6 +153,11 @@ def main() -> int:
                     help="comma-separated FILM:SPACING of further real films to insert lesions into (an "
                          "experiment, e.g. a cross-validation fold on one scored limb film: never ship it)")
     ap.add_argument("--init", default=None, help="start from these weights (a .pt state dict written by a run)")
+    ap.add_argument("--init-onnx", default=None,
+                    help="start from a shipped ONNX model (batch norm folded; kept frozen while training)")
+    ap.add_argument("--body-close-mm", type=float, default=0.0,
+                    help="prepare the inputs with the body's clefts closed (SegmentationParams.body_close_mm) "
+                         "and the background U-Net then in the package; use a --work directory of its own")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "src", "calcimeasure", "segment", "data",
                                                   "lesion_unet.onnx"))
     a = ap.parse_args()
@@ -164,7 +169,8 @@ def main() -> int:
     val = set(ev.seed_range(a.val_seeds))
     if any(s >= 100 for s in seeds + sorted(val)):
         raise SystemExit("seeds >= 100 are the held-out seeds of docs/accuracy.md: never train on them")
-    jobs = [(p, b, s, a.cache, a.work) for p in a.presets.split(",") for s in seeds for b in ev.BODIES]
+    jobs = [(p, b, s, a.cache, a.work, a.body_close_mm) for p in a.presets.split(",") for s in seeds
+            for b in ev.BODIES]
     real_jobs = []
     extra = [(f, float(sp) if sp else None) for f, _, sp in (e.partition(":") for e in a.extra_real.split(",") if e)]
     for film, spacing in (tbm.REAL_TRAIN_FILMS + extra) if a.real_seeds else []:
@@ -172,7 +178,7 @@ def main() -> int:
         if path is None:
             print(f"real training film not found, skipped: {film}")
             continue
-        real_jobs += [(path, spacing, s, a.work) for s in ev.seed_range(a.real_seeds)]
+        real_jobs += [(path, spacing, s, a.work, a.body_close_mm) for s in ev.seed_range(a.real_seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(a.jobs) as ex:
         files = list(ex.map(prepare_film, jobs))
@@ -196,11 +202,15 @@ def main() -> int:
     model = ub.build_model(in_ch=vx.shape[1], out_ch=1)
     if a.init:
         model.load_state_dict(torch.load(a.init))
+    if a.init_onnx:
+        ub.load_onnx_weights(model, a.init_onnx)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.max_lr, total_steps=a.epochs * a.steps)
     best, best_state = np.inf, None
     for ep in range(a.epochs):
         model.train()
+        if a.init_onnx:
+            ub.freeze_batch_norm(model)
         tl = 0.0
         for _ in range(a.steps):  # noqa: B007
             x, t, wt = (torch.from_numpy(v) for v in crops(train, a.batch, a.size, rng))
