@@ -253,6 +253,22 @@ def test_opaque_marker_not_saturated_not_reported():
     assert "opaque" in {r["reason"] for r in seg.rejected}
 
 
+def test_dense_nodule_above_the_opacity_ratio_is_kept_a_flat_topped_sheet_is_not():
+    """A thick calcified nodule can stand more than max_opacity_ratio x the contrast of thin bones over
+    soft tissue (a hand); it thins towards its edge, so it is a lesion. A sheet of even thickness with
+    the same peak is not reported (the lead letter of the test above, flat-topped, is opaque)."""
+    img, _ = scene(seed=9)
+    prof, _ = nodule(img.shape, (300, 150), 15, 1500)  # 3.75x the bone contrast (400)
+    img = img + prof
+    img[90:130, 110:150] += 1500.0  # a square plate, as dense at its peak
+    seg = segment(img, spacing_mm=SP)
+    assert seg.labels[300, 150] > 0
+    assert seg.mask[prof > 0].mean() > 0.9  # its footprint, not only its core
+    assert not seg.mask[90:130, 110:150].any()
+    strict = segment(img, spacing_mm=SP, params=SegmentationParams(opaque_plateau_fraction=0))
+    assert strict.labels[300, 150] == 0  # the former rule: every candidate above the ratio is opaque
+
+
 def test_elongated_bright_object_is_a_short_bone():
     """On the bright (bone) class, an elongated dome (a phalanx, axis ratio 3.5) is not a nodule;
     a round one as bright is."""

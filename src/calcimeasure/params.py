@@ -175,6 +175,14 @@ class SegmentationParams(_Params):
     #: Candidates whose peak excess exceeds this multiple of the contrast of bone over soft tissue
     #: are opaque (lead marker, metal; calcifications measured <= 2.3x on the phantoms). 0: off.
     max_opacity_ratio: float = 3.0
+    #: ... and flat-topped: at least this fraction of the candidate within 10 % of its peak (a lead
+    #: sheet of even thickness: 0.55 on the phantoms' markers; a calcified nodule, which thins towards
+    #: its edge, 0.05-0.13 even when a thick one over a hand's thin bones stands 3-4x their contrast).
+    #: 0: every candidate above max_opacity_ratio is opaque.
+    opaque_plateau_fraction: float = 0.3
+    #: Above this multiple of the contrast of bone over soft tissue a candidate is opaque whatever its
+    #: shape (a metal sphere is dome-shaped).
+    opaque_max_ratio_peaked: float = 8.0
     #: Bone is what survives openings by lines this long (mm), in every orientation's maximum.
     bone_length_mm: float = 16.0
     #: 1: also mark as bone what stands out of the disk-opened soft tissue locally (thin parts of a limb).
@@ -291,7 +299,8 @@ class SegmentationParams(_Params):
                 raise ParameterError(f"`{name}` must be positive, got {getattr(self, name)!r}")
         for name in ("edge_fraction", "bone_keep_fraction", "max_saturated_fraction", "max_bone_fraction",
                      "bone_axis_coherence", "axis_straightness", "unet_keep_probability", "unet_reject_probability",
-                     "unet_silhouette", "unet_detect_probability", "unet_mask", "unet_mask_detect", "body_close_level"):
+                     "unet_silhouette", "unet_detect_probability", "unet_mask", "unet_mask_detect", "body_close_level",
+                     "opaque_plateau_fraction"):
             if getattr(self, name) > 1:
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
         if self.learned_background not in (0, 1, 2):

@@ -465,8 +465,13 @@ def segment(
                 reason = "field_edge"  # reaches the collimation edge band
             elif np.mean(x[ra:rb, ca:cb][keep] >= sat_level) > params.max_saturated_fraction:
                 reason = "saturated"  # lead marker, metal, burned-in text
-            elif params.max_opacity_ratio > 0 and gpeak > params.max_opacity_ratio * bone_contrast:
-                reason = "opaque"  # far denser than bone over soft tissue: lead marker, metal
+            elif (params.max_opacity_ratio > 0 and gpeak > params.max_opacity_ratio * bone_contrast
+                  and (gpeak > params.opaque_max_ratio_peaked * bone_contrast
+                       or float((values[keep] >= 0.9 * gpeak).mean()) >= params.opaque_plateau_fraction)):
+                # Far denser than bone over soft tissue and flat-topped: a lead marker (a sheet of even
+                # thickness), metal. A thick calcified nodule over the thin bones of a hand can stand 3-4x
+                # their contrast, but it thins towards its edge: little of it lies near its peak.
+                reason = "opaque"
             if lesion_p_s is not None and reason not in _PHYSICAL_REASONS:
                 prob = float(gather(lesion_p_s, ridx[ra:rb], cidx[ca:cb])[keep].mean())
                 if reason and prob >= params.unet_keep_probability:
