@@ -177,7 +177,7 @@ def load_onnx_weights(model, path: str) -> None:
              if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
     with torch.no_grad():
         model.eval()
-        model(torch.zeros(1, order_in_channels(model), 16, 16))
+        model(torch.zeros(1, in_channels(model), 16, 16))
     for h in hooks:
         h.remove()
     if len(order) != len(convs):
@@ -194,7 +194,7 @@ def load_onnx_weights(model, path: str) -> None:
                 m.running_var.fill_(1.0 - m.eps)
 
 
-def order_in_channels(model) -> int:
+def in_channels(model) -> int:
     """Input channels of ``model`` (its first convolution's)."""
     import torch
 
