@@ -173,7 +173,8 @@ class SegmentationParams(_Params):
     #: metal, burned-in text: opaque, saturated) are rejected.
     max_saturated_fraction: float = 0.2
     #: Candidates whose peak excess exceeds this multiple of the contrast of bone over soft tissue
-    #: are opaque (lead marker, metal; calcifications measured <= 2.3x on the phantoms). 0: off.
+    #: are opaque (lead marker, metal; calcifications <= 2.3x on the single-film phantoms, up to 3.7x
+    #: for a thick nodule over a hand's thin bones, hence the shape condition below). 0: off.
     max_opacity_ratio: float = 3.0
     #: ... and flat-topped: at least this fraction of the candidate within 10 % of its peak (a lead
     #: sheet of even thickness: 0.55 on the phantoms' markers; a calcified nodule, which thins towards
