@@ -62,6 +62,8 @@ def test_unet_mask_parameter_is_validated():
         SegmentationParams(unet_mask=0.5)
     with pytest.raises(ParameterError, match="unet_mask"):
         SegmentationParams(learned_background=2, unet_mask=1.0)
+    with pytest.raises(ParameterError, match="unet_mask_confirm"):
+        SegmentationParams(learned_background=2, unet_mask=0.4, unet_mask_confirm=1.5)
     with pytest.raises(ValueError, match="threshold"):
         x, body, bone = _film()
         lesion_unet.lesion_mask(x, x, body & False, bone, body, 0.1, threshold=0.0)
@@ -111,6 +113,35 @@ def test_the_network_mask_redraws_the_pipeline_lesions_within_the_roi(monkeypatc
     strict = segment(img, spacing_mm=SP, roi=roi,
                      params=SegmentationParams(learned_background=2, unet_mask=0.4, unet_mask_detect=0.95))
     np.testing.assert_array_equal(strict.labels > 0, seg.labels > 0)
+
+
+def test_a_network_region_beside_a_pipeline_lesion_is_not_reported(monkeypatch):
+    """``unet_mask_confirm``: a region of the network's mask that touches a pipeline lesion but does
+    not cover its peak (the network takes the anatomy beside a weak detection for a lesion, as on
+    the realistic knee phantoms) is rejected as ``unet_unconfirmed``; a region over the peak of
+    another lesion of the same film is kept; with the rule off (0) both are reported."""
+    from calcimeasure.segment import pipeline, segment
+    from test_segment import SP, nodule, scene
+
+    img, _ = scene(seed=4)
+    img = img + nodule(img.shape, (300, 232), 15, 600)[0] + nodule(img.shape, (110, 150), 12, 600)[0]
+    rows, cols = img.shape
+    rr, cc = np.mgrid[:rows, :cols]
+    over = np.hypot(rr - 300, cc - 232) <= 18  # on the first nodule, its peak included
+    beside = (np.hypot(rr - 110, cc - 178) <= 22) & (np.hypot(rr - 110, cc - 150) > 6)  # off the second's peak
+
+    def fake(x, residual, detected, bone, body, pix_mm, path=lesion_unet.MODEL_PATH, near_mm=None):
+        return np.where(over | beside, 0.9, 0.05).astype(np.float32)
+
+    monkeypatch.setattr(pipeline.lesion_unet, "lesion_coverage_source", fake)
+    seg = segment(img, spacing_mm=SP, params=SegmentationParams(learned_background=2, unet_mask=0.4))
+    allowed = seg.body & seg.field_mask
+    np.testing.assert_array_equal(seg.labels > 0, over & allowed)
+    assert "unet_unconfirmed" in [r["reason"] for r in seg.rejected]
+    off = segment(img, spacing_mm=SP, params=SegmentationParams(learned_background=2, unet_mask=0.4,
+                                                                   unet_mask_confirm=0))
+    np.testing.assert_array_equal(off.labels > 0, (over | beside) & allowed)
+    assert off.labels.max() == 2
 
 
 def test_network_mask_is_closer_to_the_true_masks_on_held_out_phantoms():

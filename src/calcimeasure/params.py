@@ -289,6 +289,12 @@ class SegmentationParams(_Params):
     #: ... a region of that mask overlapping no lesion of the pipeline is reported when its peak
     #: coverage is at least this (0: never; the network then only redraws the pipeline's lesions).
     unet_mask_detect: float = 0.0
+    #: ... a region of that mask overlapping lesions of the pipeline is reported only when the
+    #: network's coverage at the peak of at least one of them (the pixel where the pipeline's
+    #: smoothed residual is highest) is at least this: the network confirms a detection at its
+    #: strongest point before its outline replaces it. 0: off (docs/segmentation.md, "Unconfirmed
+    #: regions of the lesion-mask U-Net").
+    unet_mask_confirm: float = 0.5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -306,6 +312,8 @@ class SegmentationParams(_Params):
                 raise ParameterError(f"`{name}` is a fraction and must be <= 1, got {getattr(self, name)!r}")
         if self.learned_background not in (0, 1, 2):
             raise ParameterError(f"`learned_background` must be 0, 1 or 2, got {self.learned_background!r}")
+        if self.unet_mask_confirm > 1:
+            raise ParameterError(f"`unet_mask_confirm` must lie in [0, 1] (a coverage); got {self.unet_mask_confirm!r}")
         if self.unet_mask > 0 and (self.unet_mask >= 1 or self.learned_background != 2):
             raise ParameterError("`unet_mask` must lie in (0, 1) and needs `learned_background=2` "
                                  f"(got unet_mask={self.unet_mask!r}, learned_background={self.learned_background!r})")

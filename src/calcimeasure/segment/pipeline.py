@@ -523,7 +523,8 @@ def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px,
     Its ``unet_mask`` contour of the predicted coverage within ``allowed`` is the lesion mask. An
     8-connected region of it is reported when it overlaps a lesion of the pipeline (``labels``), or,
     overlapping none, when its peak coverage is at least ``unet_mask_detect`` (0: never; reason
-    ``unet_new``); regions smaller than ``min_px`` or larger than ``max_px``, or mostly saturated
+    ``unet_new``). A region overlapping pipeline lesions is dropped (``unet_unconfirmed``) when the
+    network's coverage at the peak of none of them reaches ``unet_mask_confirm``. Regions smaller than ``min_px`` or larger than ``max_px``, or mostly saturated
     (lead markers, metal: a physical rejection the network is never trusted to overrule), are
     dropped. Rejections are listed in ``rejected``. Returns the new labels and each lesion's ring
     background level of the residual.
@@ -534,6 +535,7 @@ def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px,
     mask = (cov >= params.unet_mask) & allowed
     n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), 8, cv2.CV_32S)
     rows, cols = labels.shape
+    confirmed = _confirmed_lesions(labels, residual, cov, params.smoothing_mm / pix_mm, params.unet_mask_confirm)
     lut = np.zeros(n, np.int32)
     levels: dict[int, float] = {}
     pad = ring_se.shape[0]
@@ -546,9 +548,15 @@ def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px,
         reason = ("min_area" if area < min_px else "max_area" if area > max_px
                   else "saturated" if np.mean(x[ra:rb, ca:cb][m] >= sat_level) > params.max_saturated_fraction
                   else None)
-        if reason is None and not (labels[ra:rb, ca:cb][m] > 0).any():
+        inside = labels[ra:rb, ca:cb][m]
+        inside = inside[inside > 0]
+        if reason is None and not inside.size:
             if not (params.unet_mask_detect > 0 and float(cov[ra:rb, ca:cb][m].max()) >= params.unet_mask_detect):
                 reason = "unet_new"  # a region of the network's mask where the pipeline found nothing
+        elif reason is None and confirmed is not None and not confirmed[inside].any():
+            # The network does not cover any of the pipeline's lesions at its peak: its region lies
+            # beside them (anatomy it takes for a lesion), not on them.
+            reason = "unet_unconfirmed"
         if reason:
             rejected.append(dict(reason=reason, area_px=area, bbox=(ra, rb, ca, cb)))
             continue
@@ -557,6 +565,29 @@ def _unet_mask(x, residual, labels, bone, body, allowed, pix_mm, min_px, max_px,
         levels[next_id] = float(np.median(residual[ra:rb, ca:cb][ring])) if ring.any() else 0.0
         next_id += 1
     return lut[comp], levels
+
+
+def _confirmed_lesions(labels, residual, cov, sigma_px, threshold) -> np.ndarray | None:
+    """Per pipeline lesion (indexed by label): whether the network's coverage ``cov`` at the lesion's
+    peak (the maximum of the residual smoothed by ``sigma_px`` within the lesion) is at least
+    ``threshold``. None when ``threshold`` is 0 (no check)."""
+    if threshold <= 0:
+        return None
+    top = int(labels.max())
+    out = np.zeros(top + 1, bool)
+    pad = int(np.ceil(3 * sigma_px)) + 1
+    rows, cols = labels.shape
+    for lab, sl in enumerate(ndi.find_objects(np.maximum(labels, 0)), start=1):
+        if sl is None:
+            continue
+        ra, rb = max(0, sl[0].start - pad), min(rows, sl[0].stop + pad)
+        ca, cb = max(0, sl[1].start - pad), min(cols, sl[1].stop + pad)
+        m = labels[ra:rb, ca:cb] == lab
+        sm = cv2.GaussianBlur(np.ascontiguousarray(residual[ra:rb, ca:cb], np.float32), (0, 0), max(sigma_px, 0.5))
+        sm[~m] = -np.inf
+        r, c = np.unravel_index(int(np.argmax(sm)), sm.shape)
+        out[lab] = cov[ra + r, ca + c] >= threshold
+    return out
 
 
 def _unet_silhouette(labels, prob_s, factor, allowed, residual, levels, min_px, ring_se, params) -> None:
