@@ -33,6 +33,8 @@ def test_bands_are_parameters():
     assert classify_response(100, 70, 1, p) == "stable"
     with pytest.raises(ParameterError):
         ComparisonParams(partial_pct=10)
+    with pytest.raises(ParameterError, match="landmark_refine_margin"):
+        ComparisonParams(landmark_refine_margin=-0.1)
 
 
 def test_lesion_status():

@@ -197,3 +197,50 @@ def test_registration_is_reproducible_bit_for_bit(tmp_path):
     cmd = [sys.executable, str(script), str(samples / "case01_baseline.dcm"), str(samples / "case01_followup.dcm")]
     runs = {subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip() for _ in range(5)}
     assert len(runs) == 1
+
+
+def test_landmarks_refine_a_weakly_constrained_shift():
+    """An accepted registration whose peak margin is low (the anatomy only just pins the shift along
+    it) and whose lesions land 1 mm off: the persisting lesions correct the shift; a well constrained
+    registration, a correction below ``min_shift_mm`` and landmarks without a consensus leave it as it is."""
+    from dataclasses import replace
+
+    from calcimeasure.register import refine_with_landmarks
+
+    sp = (0.1, 0.1)
+    rng = np.random.default_rng(3)
+    persist = rng.uniform(100, 900, (6, 2))
+    base = np.vstack([persist, [[150.0, 700.0]]])  # one vanishes
+    true_shift = np.array([10.0, 0.0])  # 1 mm along the rows
+    fu = persist - true_shift + rng.normal(0, 0.5, persist.shape)
+    weak = replace(_ambiguous(ok=True, ambiguous=False), peak_margin=0.025)
+    reg = refine_with_landmarks(weak, base, fu, sp)
+    assert reg.ok and reg.landmarks == 6
+    assert np.allclose(reg.translation_px, true_shift, atol=0.5)
+    firm = replace(weak, peak_margin=0.1)
+    assert refine_with_landmarks(firm, base, fu, sp) is firm
+    assert refine_with_landmarks(weak, base, persist + rng.normal(0, 0.5, persist.shape), sp) is weak  # < 0.3 mm
+    assert refine_with_landmarks(weak, rng.uniform(0, 900, (8, 2)), rng.uniform(0, 900, (8, 2)), sp) is weak
+    failed = replace(weak, ok=False)
+    assert refine_with_landmarks(failed, base, fu, sp) is failed
+
+
+def test_compare_refines_a_forearm_pair_the_anatomy_only_just_pins(tmp_path):
+    """Forearm pair 24 (tuning seed): register() alone is accepted with a peak margin of 0.022 and its
+    lesions land 1.1 mm off along the shafts; compare() refines the shift with the lesions seen on both
+    films (flagged) and brings them within 1 mm (docs/registration.md)."""
+    from calcimeasure.compare import ComparisonParams, compare
+    from calcimeasure.phantom import write_dicom
+
+    pair = render_pair(PhantomSpec.preset("realistic", body_part="forearm"), seed=24)
+    b, f = pair.baseline, pair.followup
+    alone = register(b.pixels, f.pixels, baseline_spacing_mm=b.spacing_mm, followup_spacing_mm=f.spacing_mm)
+    assert alone.ok and alone.peak_margin < 0.04 and lesion_error_mm(pair, alone) > 1.0
+    write_dicom(b, tmp_path / "b.dcm")
+    write_dicom(f, tmp_path / "f.dcm")
+    cmp = compare(tmp_path / "b.dcm", tmp_path / "f.dcm")
+    assert cmp.registration.ok and cmp.registration.landmarks >= 3
+    assert lesion_error_mm(pair, cmp.registration) <= 0.5
+    assert any("refined it by" in fl for fl in cmp.flags)
+    off = compare(tmp_path / "b.dcm", tmp_path / "f.dcm", params=ComparisonParams(landmark_refine_margin=0))
+    assert off.registration.landmarks == 0 and lesion_error_mm(pair, off.registration) > 1.0

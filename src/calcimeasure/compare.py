@@ -21,7 +21,7 @@ from .measure import Measurement, measure
 from .segment import segment
 from .params import SegmentationParams, params_digest
 from .radiograph import Radiograph
-from .register import Registration, RegistrationParams, register, resolve_with_landmarks
+from .register import Registration, RegistrationParams, refine_with_landmarks, register, resolve_with_landmarks
 
 __all__ = [
     "compare",
@@ -77,6 +77,10 @@ class ComparisonParams:
     #: When more than this share of the two films' lesion area lies in such lesions, the
     #: comparison is flagged: its total change is uncertain (docs/comparison.md).
     max_low_contrast_fraction: float = 0.10
+    #: A registration accepted with a ``peak_margin`` below this (the anatomy only just pins the
+    #: shift along it, e.g. a forearm's parallel shafts) has its shift refined by lesions seen on
+    #: both films when at least three agree (``register.refine_with_landmarks``; flagged). 0: off.
+    landmark_refine_margin: float = 0.04
 
     def __post_init__(self) -> None:
         if not self.partial_pct < 0 < self.progression_pct:
@@ -85,6 +89,8 @@ class ComparisonParams:
             raise ParameterError("`lesion_shrunk_pct` must be negative and `lesion_grown_pct` positive")
         if self.match_distance_mm < 0 or self.magnification_tolerance < 0 or self.guided_k_high < 0:
             raise ParameterError("`match_distance_mm`, `magnification_tolerance` and `guided_k_high` must be >= 0")
+        if self.landmark_refine_margin < 0:
+            raise ParameterError("`landmark_refine_margin` must be >= 0")
         if self.low_contrast_sigma < 0 or not 0 <= self.max_low_contrast_fraction <= 1:
             raise ParameterError("`low_contrast_sigma` must be >= 0 and `max_low_contrast_fraction` within [0, 1]")
 
@@ -371,16 +377,26 @@ def compare(
         if roi is not None and not reg.ok:
             flags.append("ROI could not be carried to the follow-up (registration failed)")
         mf = measure(rf, roi=roi_f, params=segmentation_params)
-    if reg.ambiguous and not (roi is not None and not isinstance(followup, Measurement)):
+    carried = roi is not None and not isinstance(followup, Measurement)
+    points_b = mb.lesions[["centroid_row_px", "centroid_col_px"]].to_numpy(float)
+    points_f = mf.lesions[["centroid_row_px", "centroid_col_px"]].to_numpy(float)
+    if reg.ambiguous and not carried:
         # The anatomy fixed rotation and scale but not the shift along it: lesions seen on both
         # films settle it when enough of them agree on one shift (never with an ROI that had to be
         # carried before the shift was known).
-        reg = resolve_with_landmarks(
-            reg, mb.lesions[["centroid_row_px", "centroid_col_px"]].to_numpy(float),
-            mf.lesions[["centroid_row_px", "centroid_col_px"]].to_numpy(float), rb.spacing_mm)
+        reg = resolve_with_landmarks(reg, points_b, points_f, rb.spacing_mm)
         if reg.ok:
             flags.append(f"registration: the anatomy alone was ambiguous (films slide along it); the shift was "
                          f"settled by {reg.landmarks} lesion landmarks")
+    elif reg.ok and params.landmark_refine_margin > 0 and not carried:
+        before = reg
+        reg = refine_with_landmarks(reg, points_b, points_f, rb.spacing_mm, max_margin=params.landmark_refine_margin)
+        if reg is not before:
+            shift = np.subtract(reg.map_points(np.zeros((1, 2))), before.map_points(np.zeros((1, 2))))[0]
+            size = (f"{np.hypot(*(shift * np.asarray(rb.spacing_mm))):.2f} mm" if rb.spacing_mm
+                    else f"{np.hypot(*shift):.1f} px")
+            flags.append(f"registration: the anatomy only weakly fixed the shift along it (peak margin "
+                         f"{before.peak_margin:.3f}); {reg.landmarks} lesion landmarks refined it by {size}")
     if not reg.ok:
         flags.insert(0, f"registration failed: {reg.failure_reason}; lesion matching is unreliable")
 

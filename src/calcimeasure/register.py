@@ -34,7 +34,7 @@ import numpy as np
 from .errors import ParameterError
 from .radiograph import Radiograph
 
-__all__ = ["register", "resolve_with_landmarks", "Registration", "RegistrationParams"]
+__all__ = ["register", "resolve_with_landmarks", "refine_with_landmarks", "Registration", "RegistrationParams"]
 
 # Swap between (row, col) and OpenCV's (x, y) = (col, row) homogeneous coordinates.
 _SWAP = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
@@ -123,7 +123,8 @@ class Registration:
         The anatomy matched, but along a ridge (the only failure reason).
     landmarks : int
         Number of lesion landmarks that resolved an ambiguous registration
-        (:func:`resolve_with_landmarks`); 0 when the anatomy alone decided.
+        (:func:`resolve_with_landmarks`) or refined a weakly constrained one's shift
+        (:func:`refine_with_landmarks`); 0 when the anatomy alone decided.
     method : str
         ``"features"`` or ``"search"`` (the exhaustive fallback; ``inliers`` is 0 then).
     """
@@ -568,10 +569,67 @@ def resolve_with_landmarks(
     """
     if registration.ok or not registration.ambiguous:
         return registration
+    found = _landmark_shift(registration, baseline_points_rc, followup_points_rc, baseline_spacing_mm,
+                            tolerance_mm, max_shift_mm, min_landmarks, min_fraction)
+    if found is None:
+        return registration
+    t_px, n = found
+    matrix = registration.matrix.copy()
+    matrix[:2, 2] += t_px
+    return replace(registration, matrix=matrix, ok=True, failure_reason="", landmarks=n)
+
+
+def refine_with_landmarks(
+    registration: Registration,
+    baseline_points_rc: np.ndarray,
+    followup_points_rc: np.ndarray,
+    baseline_spacing_mm: tuple[float, float] | None,
+    *,
+    max_margin: float = 0.04,
+    tolerance_mm: float = 1.0,
+    max_shift_mm: float = 3.0,
+    min_shift_mm: float = 0.3,
+    min_landmarks: int = 3,
+    min_fraction: float = 0.5,
+) -> Registration:
+    """Refine the shift of a weakly constrained registration with landmarks seen on both films.
+
+    A registration accepted (``ok``) whose ``peak_margin`` is below ``max_margin`` is one the anatomy
+    only just pins along its long axis (twice the ambiguity limit by default): on forearm phantoms
+    such pairs are the ones whose lesions land 0.5-1.1 mm off. Lesion centroids then decide the shift,
+    by the same consensus as :func:`resolve_with_landmarks` (at most ``max_shift_mm``, within
+    ``tolerance_mm``, ``min_landmarks`` points and ``min_fraction`` of the smaller set agreeing, any
+    other shift explaining at most half as many); the correction is applied when it is at least
+    ``min_shift_mm``. Any other registration is returned unchanged.
+
+    Returns
+    -------
+    Registration
+        With the translation corrected and ``landmarks`` > 0 when refined.
+    """
+    if not registration.ok or not registration.peak_margin < max_margin:
+        return registration
+    found = _landmark_shift(registration, baseline_points_rc, followup_points_rc, baseline_spacing_mm,
+                            tolerance_mm, max_shift_mm, min_landmarks, min_fraction)
+    if found is None:
+        return registration
+    t_px, n = found
+    sp = np.asarray(baseline_spacing_mm if baseline_spacing_mm else (0.15, 0.15), dtype=np.float64)
+    if np.hypot(*(t_px * sp)) < min_shift_mm:
+        return registration
+    matrix = registration.matrix.copy()
+    matrix[:2, 2] += t_px
+    return replace(registration, matrix=matrix, landmarks=n)
+
+
+def _landmark_shift(registration, baseline_points_rc, followup_points_rc, baseline_spacing_mm, tolerance_mm,
+                    max_shift_mm, min_landmarks, min_fraction) -> tuple[np.ndarray, int] | None:
+    """The translation (baseline pixels) that lesion landmarks agree on after ``registration``, and
+    how many agree; None without a clear consensus (see :func:`resolve_with_landmarks`)."""
     pb = np.asarray(baseline_points_rc, dtype=np.float64).reshape(-1, 2)
     pf = registration.map_points(np.asarray(followup_points_rc, dtype=np.float64).reshape(-1, 2))
     if min(len(pb), len(pf)) < min_landmarks:
-        return registration
+        return None
     sp = np.asarray(baseline_spacing_mm if baseline_spacing_mm else (0.15, 0.15), dtype=np.float64)
     b_mm, f_mm = pb * sp, pf * sp
     # Candidate shifts: every (baseline, follow-up) pairing within reach.
@@ -591,7 +649,7 @@ def resolve_with_landmarks(
 
     scored = [(n, t_ref) for n, t_ref in (consensus(t) for t in shifts)]
     if not scored:
-        return registration
+        return None
     best_n = max(n for n, _ in scored)
     winners = [t for n, t in scored if n == best_n]
     t_best = np.mean(winners, axis=0)
@@ -599,11 +657,8 @@ def resolve_with_landmarks(
     # half as many landmarks (lesions evenly spaced along the ridge fit several shifts).
     runner_up = max((n for n, t in scored if np.hypot(*(t - t_best)) > tolerance_mm), default=0)
     if best_n < max(min_landmarks, min_fraction * min(len(pb), len(pf))) or runner_up > best_n / 2:
-        return registration
-    t_px = t_best / sp
-    matrix = registration.matrix.copy()
-    matrix[:2, 2] += t_px
-    return replace(registration, matrix=matrix, ok=True, failure_reason="", landmarks=int(best_n))
+        return None
+    return t_best / sp, int(best_n)
 
 
 def _nearest_similarity(m: np.ndarray) -> np.ndarray:
