@@ -574,9 +574,7 @@ def resolve_with_landmarks(
     if found is None:
         return registration
     t_px, n = found
-    matrix = registration.matrix.copy()
-    matrix[:2, 2] += t_px
-    return replace(registration, matrix=matrix, ok=True, failure_reason="", landmarks=n)
+    return _shifted(registration, t_px, ok=True, failure_reason="", landmarks=n)
 
 
 def refine_with_landmarks(
@@ -617,9 +615,14 @@ def refine_with_landmarks(
     sp = np.asarray(baseline_spacing_mm if baseline_spacing_mm else (0.15, 0.15), dtype=np.float64)
     if np.hypot(*(t_px * sp)) < min_shift_mm:
         return registration
+    return _shifted(registration, t_px, landmarks=n)
+
+
+def _shifted(registration: Registration, t_px: np.ndarray, **changes) -> Registration:
+    """``registration`` with ``t_px`` (baseline pixels) added to its translation, and ``changes``."""
     matrix = registration.matrix.copy()
     matrix[:2, 2] += t_px
-    return replace(registration, matrix=matrix, landmarks=n)
+    return replace(registration, matrix=matrix, **changes)
 
 
 def _landmark_shift(registration, baseline_points_rc, followup_points_rc, baseline_spacing_mm, tolerance_mm,

@@ -577,7 +577,7 @@ def _confirmed_lesions(labels, residual, cov, sigma_px, threshold) -> np.ndarray
     out = np.zeros(top + 1, bool)
     pad = int(np.ceil(3 * sigma_px)) + 1
     rows, cols = labels.shape
-    for lab, sl in enumerate(ndi.find_objects(np.maximum(labels, 0)), start=1):
+    for lab, sl in enumerate(ndi.find_objects(labels), start=1):  # no -1 marks left by now
         if sl is None:
             continue
         ra, rb = max(0, sl[0].start - pad), min(rows, sl[0].stop + pad)
